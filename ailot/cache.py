@@ -11,13 +11,17 @@ import hashlib
 import io
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
 import fsspec
 import numpy as np
 
+from ailot.errors import AilotInputError
+
 log = logging.getLogger(__name__)
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one file name: no '/', no '..', never outside root
 
 
 def content_key(*parts: Any) -> str:
@@ -35,6 +39,9 @@ class ArrayCache:
         self.fs.makedirs(self.path, exist_ok=True)
 
     def _file(self, key: str, ext: str) -> str:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise AilotInputError(f"cache key {key!r}", f"is not a plain file name, so it could leave {self.root}",
+                                  "use content_key(...) or letters, digits, '_', '.', '-'")
         return f"{self.path}/{key}.{ext}"
 
     def _write_atomic(self, target: str, data: bytes) -> None:

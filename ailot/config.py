@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +147,10 @@ class SweepConfig:
 
 
 def _positive(key: str, value, kind=int, allow_zero=False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise _error(key, f"must be a {'whole ' if kind is int else ''}number, got {value!r}", "give a number")
+    # NaN passes every comparison below and inf breaks int(); neither is a usable setting
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            kind is int and value != int(value)):
+        raise _error(key, f"must be a finite {'whole ' if kind is int else ''}number, got {value!r}", "give a number")
     if value < 0 or (value == 0 and not allow_zero):
         raise _error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", "give a positive value")
     return kind(value)
@@ -167,6 +170,8 @@ def _dataclass_from(cls, section: str, raw: dict | None):
 
 
 def _labellers_from(raw: dict) -> dict[str, dict[str, list]]:
+    if not isinstance(raw, dict):  # a list or scalar here has no .items()
+        raise _error("labellers", f"expected a mapping, got {type(raw).__name__}", "write labeller: settings pairs")
     # YAML reads an unquoted `true:` key as the boolean True
     raw = {str(k).lower() if isinstance(k, bool) else k: v for k, v in raw.items()}
     _check_keys("labellers", raw, LABELLER_DEFAULTS)
@@ -211,17 +216,75 @@ def _datasets_from(raw) -> tuple[DatasetConfig, ...]:
         for required in ("agent", "expert"):
             if not entry.get(required) or not isinstance(entry[required], str):
                 raise _error(f"datasets[{i}].{required}", "is missing", "give a Minari id or a D4RL .hdf5 path")
+            _check_dataset_spec(f"datasets[{i}].{required}", entry[required])
+        for key in ("name", "env"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise _error(f"datasets[{i}].{key}", f"must be a string, got {entry[key]!r}", "quote it in the YAML")
+        if entry.get("name") and not _SAFE_NAME.match(entry["name"]):  # it names result files and figures
+            raise _error(f"datasets[{i}].name", f"got {entry['name']!r}", "use letters, digits, '.', '_' or '-'")
+        _check_generate(f"datasets[{i}].generate", entry.get("generate"))
         family = entry.get("task_family", "maze2d")
         if family not in TASK_FAMILIES:
             raise _error(f"datasets[{i}].task_family", f"unknown family {family!r}",
                          f"use one of: {', '.join(TASK_FAMILIES)}")
         obs_keys = entry.get("obs_keys")
+        if obs_keys is not None and (not _as_list(obs_keys) or not all(isinstance(k, str) for k in _as_list(obs_keys))):
+            raise _error(f"datasets[{i}].obs_keys", f"got {obs_keys!r}", "give a key name, a list of names, or 'all'")
         entry = {**entry, "obs_keys": tuple(_as_list(obs_keys)) if obs_keys is not None else None}
         out.append(DatasetConfig(**entry))
     labels = [d.label for d in out]
     if len(set(labels)) != len(labels):
         raise _error("datasets", "two entries have the same name", "give each dataset a distinct 'name'")
     return tuple(out)
+
+
+def _check_dataset_spec(key: str, spec: str) -> None:
+    """A D4RL file path or a Minari id that stays under MINARI_DATASETS_PATH (checked before any loading)."""
+    from ailot.data.loading import check_dataset_spec
+
+    try:
+        check_dataset_spec(spec)
+    except AilotInputError as exc:
+        raise _error(key, f"{spec!r} {exc.problem}", exc.fix) from None
+
+
+def _check_generate(key: str, generate) -> None:
+    """The generate settings are ailot.data.generate.generate_pointmaze arguments: check names and the maze now,
+    not after the sweep has started."""
+    if generate is None:
+        return
+    import inspect
+
+    from ailot.data.generate import generate_pointmaze
+    from ailot.data.maze import EVAL_MAZES
+
+    allowed = list(inspect.signature(generate_pointmaze).parameters)
+    _check_keys(key, generate, allowed)
+    if generate.get("maze", "umaze") not in EVAL_MAZES:
+        raise _error(f"{key}.maze", f"unknown maze {generate['maze']!r}", f"use one of: {', '.join(EVAL_MAZES)}")
+
+
+def _check_learners(learners: dict, families: set[str], steps: int) -> None:
+    """Every learner's overrides against its config class, for every task family in the sweep (as the trials
+    will build them), so a bad learner key fails at load time rather than inside a Ray trial."""
+    from ailot import learners as registry
+
+    for name, overrides in learners.items():
+        for family in sorted(families):
+            registry.make_config(name, {"max_steps": steps, **overrides}, task_family=family)
+
+
+def _check_intents(intents: dict) -> None:
+    from ailot.intents import ICVFConfig
+
+    try:
+        ICVFConfig.from_dict(intents)
+    except AilotInputError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. lr: fast, hidden_dims: abc
+        bad = sorted(intents)
+        raise _error(f"intents.{bad[0]}" if len(bad) == 1 else "intents", f"has a value of the wrong type ({exc})",
+                     "give numbers for rates/sizes and a list of ints for hidden_dims") from None
 
 
 def sweep_config_from_dict(raw: dict) -> SweepConfig:
@@ -235,8 +298,14 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     _check_keys("learners", learners_raw, LEARNERS)
     if not learners_raw:
         raise _error("learners", "is empty", f"name at least one of: {', '.join(LEARNERS)}")
+    for k, v in learners_raw.items():
+        if v is not None and not isinstance(v, dict):
+            raise _error(f"learners.{k}", f"expected a mapping, got {type(v).__name__}",
+                         "write the learner's settings as key: value pairs (or {} for the defaults)")
     learners = {k: dict(v or {}) for k, v in learners_raw.items()}
     seeds = tuple(_as_list(raw.get("seeds", [0])))
+    if not seeds:
+        raise _error("seeds", "is empty (the sweep would run no trial)", "give at least one seed, e.g. [0]")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise _error("seeds", f"bad seed {s!r}", "give non-negative integers")
@@ -262,6 +331,10 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     if cfg.train.eval_every > cfg.train.steps:
         raise _error("train.eval_every", f"{cfg.train.eval_every} > train.steps {cfg.train.steps}",
                      "evaluate at most every train.steps updates")
+    # Learner and ICVF settings are checked by their own config classes (lazy: they import JAX).
+    _check_learners(cfg.learners, {d.task_family for d in cfg.datasets}, cfg.train.steps)
+    if "ailot" in cfg.labellers or cfg.intents:
+        _check_intents(cfg.intents)
     return cfg
 
 
@@ -274,7 +347,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise AilotInputError(f"config file {str(path)!r}", f"is not valid YAML ({exc})",
+        # one line (the CLI prints one): where and what, not PyYAML's multi-line excerpt
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AilotInputError(f"config file {str(path)!r}", f"is not valid YAML ({where}{problem})",
                               "fix the YAML syntax") from None
     if not isinstance(raw, dict):
         raise AilotInputError(f"config file {str(path)!r}", "is not a YAML mapping", "write top-level key: value pairs")

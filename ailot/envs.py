@@ -9,16 +9,38 @@ import gymnasium as gym
 
 from ailot.errors import AilotInputError
 
+POINTMAZE_IDS = {"umaze": "ailot/PointMaze_UMaze-v0", "medium": "ailot/PointMaze_Medium-v0"}
 
-@functools.cache
-def register_envs() -> None:
-    """Register gymnasium-robotics (PointMaze, AntMaze) once per process."""
+
+def _robotics():
     with warnings.catch_warnings():
         # gymnasium-robotics warns about Adroit reward versions at import; irrelevant to us.
         warnings.simplefilter("ignore")
         import gymnasium_robotics
 
-        gym.register_envs(gymnasium_robotics)
+    return gymnasium_robotics
+
+
+def point_maze(position_noise_range: float = 0.25, **kwargs) -> gym.Env:
+    """gymnasium-robotics PointMaze with a settable reset/goal position noise (in cells).
+
+    Its MazeEnv has `position_noise_range`, but PointMazeEnv forwards extra kwargs to MuJoCo too, which
+    refuses them; so the attribute is set after construction (it is read only at reset).
+    """
+    from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
+
+    env = PointMazeEnv(**kwargs)
+    env.position_noise_range = float(position_noise_range)
+    return env
+
+
+@functools.cache
+def register_envs() -> None:
+    """Register gymnasium-robotics (PointMaze, AntMaze) and ailot's PointMaze ids once per process."""
+    gym.register_envs(_robotics())
+    for env_id in POINTMAZE_IDS.values():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="ailot.envs:point_maze")
 
 
 def env_spec_from(spec: str | gym.envs.registration.EnvSpec) -> gym.envs.registration.EnvSpec:

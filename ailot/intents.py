@@ -499,19 +499,48 @@ class IntentEncoder:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> IntentEncoder:
-        """Inverse of save: identical params, stats and config, hence identical embeddings and hash."""
+    def load(cls, path: str | Path, config: ICVFConfig | None = None, obs_dim: int | None = None) -> IntentEncoder:
+        """Inverse of save: identical params, stats and config, hence identical embeddings and hash.
+
+        With `config` / `obs_dim`, refuse an encoder trained with other settings or on other observations
+        (it would load fine and then embed, or fail in XLA, far from the cause).
+        """
         path = Path(path)
+        what = f"intent encoder '{path}'"
         if not (path / _PARAMS_FILE).exists() or not (path / _META_FILE).exists():
-            raise AilotInputError(f"intent encoder '{path}'", f"is missing {_PARAMS_FILE} or {_META_FILE}",
+            raise AilotInputError(what, f"is missing {_PARAMS_FILE} or {_META_FILE}",
                                   "point at a directory written by IntentEncoder.save, or pretrain again")
-        meta = json.loads((path / _META_FILE).read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise AilotInputError(f"intent encoder '{path}'", f"has format {meta.get('format_version')}, this "
-                                  f"version reads {_FORMAT_VERSION}", "pretrain the encoder again")
-        params = serialization.msgpack_restore((path / _PARAMS_FILE).read_bytes())
-        return cls(params, np.array(meta["obs_mean"], np.float32), np.array(meta["obs_std"], np.float32),
-                   ICVFConfig.from_dict(meta["config"]))
+        try:
+            meta = json.loads((path / _META_FILE).read_text())
+            version = meta.get("format_version")
+        except (ValueError, AttributeError) as exc:
+            raise AilotInputError(what, f"has an unreadable {_META_FILE} ({exc})",
+                                  "pretrain the encoder again") from None
+        if version != _FORMAT_VERSION:
+            raise AilotInputError(what, f"has format {version}, this version reads {_FORMAT_VERSION}",
+                                  "pretrain the encoder again")
+        try:
+            params = serialization.msgpack_restore((path / _PARAMS_FILE).read_bytes())
+            mean, std = np.array(meta["obs_mean"], np.float32), np.array(meta["obs_std"], np.float32)
+            stored = ICVFConfig.from_dict(meta["config"])
+        except (ValueError, KeyError, TypeError) as exc:  # AilotInputError is a ValueError too
+            raise AilotInputError(what, f"is corrupt ({exc})", "pretrain the encoder again") from None
+        if config is not None and stored != config:
+            wanted = config.to_dict()
+            diff = {k: (v, wanted[k]) for k, v in stored.to_dict().items() if v != wanted[k]}
+            raise AilotInputError(what, f"was trained with other ICVF settings (saved vs wanted: {diff})",
+                                  "load the encoder pretrained with these settings, or pretrain again")
+        if obs_dim is not None and mean.shape != (obs_dim,):
+            raise AilotInputError(what, f"was trained on {mean.shape[0]}-dim observations, not {obs_dim}",
+                                  "use the encoder pretrained on this dataset")
+        # the params must be the psi network the stored config describes (shapes only: no compute)
+        want = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), stored, int(mean.shape[0])))["psi"]
+        if jax.tree.structure(params) != jax.tree.structure(want) or [
+                np.shape(x) for x in jax.tree.leaves(params)] != [tuple(x.shape) for x in jax.tree.leaves(want)]:
+            raise AilotInputError(what, f"holds psi parameters that do not fit its config {stored.hidden_dims} x "
+                                  f"{stored.ensemble} heads on {mean.shape[0]}-dim observations",
+                                  "pretrain the encoder again")
+        return cls(params, mean, std, stored)
 
     def content_hash(self) -> str:
         """sha256 over params (path, dtype, shape, bytes of every leaf, in sorted path order), stats and config."""

@@ -76,7 +76,41 @@ def load_pair(ds: DatasetConfig) -> tuple[Episodes, Episodes]:
         agent = load_dataset(ds.agent, obs_keys=ds.obs_keys, env_id=ds.env)
         expert = load_dataset(ds.expert, obs_keys=ds.obs_keys, env_id=ds.env)
     check_compatible(agent, expert)
+    check_env(agent, ds)
     return agent, expert
+
+
+def check_env(agent: Episodes, ds: DatasetConfig) -> None:
+    """The evaluation env exists, has continuous actions of the data's dimension and observations of its
+    dimension: checked once when the data is loaded, not when a trial first evaluates (after training)."""
+    import gymnasium as gym
+
+    from ailot.data.episodes import resolve_obs_keys
+    from ailot.envs import make_env
+
+    spec = agent.env_spec or ds.env
+    what = f"dataset {agent.dataset_id!r}"
+    if spec is None:
+        raise AilotInputError(what, "has no evaluation environment", "set datasets[].env to a gymnasium id")
+    env = make_env(spec)
+    try:
+        act, obs = env.action_space, env.observation_space
+    finally:
+        env.close()
+    env_name = env.spec.id if env.spec else spec
+    if not isinstance(act, gym.spaces.Box):
+        raise AilotInputError(f"environment {env_name!r} action space", f"{act} is not continuous (Box)",
+                              "use a continuous-control environment (IQL, Diffusion-QL and BC output real vectors)")
+    if act.shape != (agent.action_dim,):
+        raise AilotInputError(f"{what} actions", f"have dimension {agent.action_dim} but {env_name!r} expects "
+                              f"{act.shape}", "set datasets[].env to the environment the dataset was collected in")
+    if isinstance(obs, gym.spaces.Dict):  # flattened as evaluation will flatten it
+        dim = sum(int(np.prod(obs[k].shape)) for k in resolve_obs_keys(list(obs.spaces), agent.obs_keys))
+    else:
+        dim = int(np.prod(obs.shape))
+    if dim != agent.obs_dim:
+        raise AilotInputError(f"{what} observations", f"have dimension {agent.obs_dim} but {env_name!r} gives "
+                              f"{dim}", "set datasets[].env (and obs_keys) to match how the dataset was recorded")
 
 
 # ---------------------------------------------------------------- 2. intents
@@ -93,7 +127,7 @@ def pretrain_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: str |
     path = Path(cache_dir) / "encoders" / encoder_key(agent, intents, seed)
     done = path / "DONE"
     if done.exists():
-        return IntentEncoder.load(path)
+        return IntentEncoder.load(path, config=ICVFConfig.from_dict(intents), obs_dim=agent.obs_dim)
     t0 = time.time()
     encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
     tmp = path.with_name(path.name + f".tmp{time.time_ns()}")

@@ -111,7 +111,10 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
                        fail_hook=_fault_hook(tid, config.get("fault")))
 
 
-def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True) -> str:
+def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True,
+              pairs: dict | None = None) -> str:
+    """`pairs` ({label: (agent, expert)} from pipeline.load_pair) lets the caller load and check the data
+    before starting Ray; without it they are loaded here."""
     import ray
     from ray import tune
 
@@ -122,7 +125,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
 
     # 1. datasets (generated here when missing and the config says how)
     log.info("stage 1/5: datasets")
-    pairs = {ds.label: pipeline.load_pair(ds) for ds in cfg.datasets}
+    if pairs is None:
+        pairs = {ds.label: pipeline.load_pair(ds) for ds in cfg.datasets}
     for label, (agent, expert) in pairs.items():
         log.info("  %s: %d episodes, %d transitions (expert %s: %d episodes)", label, agent.num_episodes,
                  agent.num_transitions, expert.dataset_id, expert.num_episodes)
@@ -134,14 +138,15 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_pretrain_task)
         pending = {}
-        from ailot.intents import IntentEncoder
+        from ailot.intents import ICVFConfig, IntentEncoder
 
+        icvf = ICVFConfig.from_dict(cfg.intents)
         for label, (agent, _) in pairs.items():
             agent_ref = None
             for seed in cfg.seeds:
                 path = encoder_dir / "encoders" / pipeline.encoder_key(agent, cfg.intents, seed)
-                if (path / "DONE").exists():
-                    encoders[label, seed] = IntentEncoder.load(path)
+                if (path / "DONE").exists():  # a cached encoder must match this sweep's settings and data
+                    encoders[label, seed] = IntentEncoder.load(path, config=icvf, obs_dim=agent.obs_dim)
                     continue
                 agent_ref = agent_ref or ray.put(agent)
                 pending[task.remote(agent_ref, cfg.intents, seed, progress)] = (label, seed, path)

@@ -2,7 +2,8 @@
 
     python -m ailot.data.generate --maze umaze --agent-transitions 100000 --expert-episodes 20 --seed 0
 
-Evaluation task (fixed, D4RL maze2d style): gymnasium-robotics `PointMaze_UMaze-v3` / `PointMaze_Medium-v3`
+Evaluation task (fixed, D4RL maze2d style): gymnasium-robotics PointMaze UMaze / Medium (registered as
+`ailot/PointMaze_UMaze-v0` / `ailot/PointMaze_Medium-v0` so the position noise can be set: 0.1 cell as D4RL)
 with a custom map holding one reset cell and one goal cell (`ailot.data.maze.EVAL_MAZES`),
 `continuing_task=True, reset_target=False`, sparse reward, so a return is the number of steps spent within
 0.45 of the goal; 300 (UMaze) / 600 (Medium) steps. Its EnvSpec is stored as the datasets' `eval_env`.
@@ -55,6 +56,7 @@ class GenerationSettings:
     random_fraction: float  # share of agent episodes with uniform random actions
     min_length: int  # agent episode lengths are uniform in [min_length, max_length]
     max_length: int
+    position_noise: float  # +- uniform noise on the reset and goal positions, in cells (eval env too)
 
 
 def size_tag(n: int) -> str:
@@ -71,8 +73,12 @@ def dataset_ids(maze: str, agent_transitions: int) -> tuple[str, str]:
     return (f"ailot/pointmaze-{maze}/agent-{size_tag(agent_transitions)}-v0", f"ailot/pointmaze-{maze}/expert-v0")
 
 
-def make_eval_env(maze: str, max_episode_steps: int | None = None):
-    """The fixed evaluation env of `maze` (optionally with another time limit, for agent collection)."""
+def make_eval_env(maze: str, max_episode_steps: int | None = None, position_noise: float = 0.1):
+    """The fixed evaluation env of `maze` (optionally with another time limit, for agent collection).
+
+    position_noise 0.1 as D4RL maze2d (uniform +-0.1 on reset and target); gymnasium-robotics' default 0.25
+    moves the goal up to 0.35 from the cell centre, which a policy that does not see the goal cannot track.
+    """
     import gymnasium as gym
 
     from ailot.envs import register_envs
@@ -80,7 +86,7 @@ def make_eval_env(maze: str, max_episode_steps: int | None = None):
     register_envs()
     task = _task(maze)
     return gym.make(task.env_id, maze_map=task.maze_map, continuing_task=True, reset_target=False,
-                    max_episode_steps=max_episode_steps or task.max_episode_steps)
+                    position_noise_range=position_noise, max_episode_steps=max_episode_steps or task.max_episode_steps)
 
 
 def _task(maze: str) -> MazeTask:
@@ -96,9 +102,9 @@ def _seed(rng: np.random.Generator) -> int:
 # ---------------------------------------------------------------------- rollouts
 
 
-def reference_returns(maze: str, policy: str, episodes: int, seed: int) -> np.ndarray:
+def reference_returns(maze: str, policy: str, episodes: int, seed: int, position_noise: float = 0.1) -> np.ndarray:
     """Returns [episodes] of 'expert' (noise-free controller) or 'random' (uniform actions) on the eval task."""
-    env = make_eval_env(maze)
+    env = make_eval_env(maze, position_noise=position_noise)
     grid = MazeGrid(_task(maze).maze_map)
     rng = np.random.default_rng(seed)
     out = np.zeros(episodes)
@@ -222,10 +228,11 @@ def generate_pointmaze(
     *,
     reference_episodes: int = 50,
     expert_noise: float = 0.1,
-    agent_noise: float = 1.0,
+    agent_noise: float = 0.3,
     random_fraction: float = 0.15,
     min_length: int = 100,
     max_length: int = 500,
+    position_noise: float = 0.1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[str, str]:
@@ -245,9 +252,11 @@ def generate_pointmaze(
         raise AilotInputError("max_length", f"{max_length} < min_length {min_length}", "use max_length >= min_length")
     if not 0.0 <= random_fraction <= 1.0:
         raise AilotInputError("random_fraction", f"is {random_fraction}", "use a fraction in [0, 1]")
+    if not 0.0 <= position_noise <= 0.4:  # beyond 0.5 a position could leave its cell
+        raise AilotInputError("position_noise", f"is {position_noise}", "use a value in [0, 0.4] (cells)")
     settings = GenerationSettings(maze, int(agent_transitions), int(expert_episodes), int(seed),
                                   int(reference_episodes), float(expert_noise), float(agent_noise),
-                                  float(random_fraction), int(min_length), int(max_length))
+                                  float(random_fraction), int(min_length), int(max_length), float(position_noise))
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     from minari.storage import get_dataset_path
@@ -273,11 +282,11 @@ def generate_pointmaze(
     rng_expert, rng_agent = (np.random.default_rng(s) for s in seeds[:2])
     ref_seeds = [int(s.generate_state(1)[0]) for s in seeds[2:]]
     t0 = time.perf_counter()
-    ref_max = float(reference_returns(maze, "expert", settings.reference_episodes, ref_seeds[0]).mean())
-    ref_min = float(reference_returns(maze, "random", settings.reference_episodes, ref_seeds[1]).mean())
+    ref_max = float(reference_returns(maze, "expert", settings.reference_episodes, ref_seeds[0], position_noise).mean())
+    ref_min = float(reference_returns(maze, "random", settings.reference_episodes, ref_seeds[1], position_noise).mean())
     t_ref = time.perf_counter() - t0
     grid = MazeGrid(task.maze_map)
-    eval_env = make_eval_env(maze)
+    eval_env = make_eval_env(maze, position_noise=settings.position_noise)
     eval_spec = eval_env.spec
 
     expert_steps = settings.expert_episodes * task.max_episode_steps if "expert" in todo else 0
@@ -293,7 +302,7 @@ def generate_pointmaze(
             collector.close()
     if agent_steps:
         with tqdm(total=agent_steps, desc=agent_id, disable=not progress, unit="step") as bar:
-            collector = _collector(make_eval_env(maze, max_episode_steps=settings.max_length))
+            collector = _collector(make_eval_env(maze, settings.max_length, settings.position_noise))
             collect_agent(collector, grid, settings, rng_agent, bar)
             paths["agent"] = _write(
                 collector, agent_id, eval_spec, settings, (ref_min, ref_max),

@@ -8,6 +8,7 @@ episodes, NaN/inf values, incompatible agent/expert observations) raises AilotIn
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from ailot.data.reference import d4rl_reference
 from ailot.errors import AilotInputError
 
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+# namespace/name-vN, segments starting with a letter or digit: no '..', no leading '/', no spaces, so an id
+# can never name (or, with download=True, write) a path outside MINARI_DATASETS_PATH.
+_MINARI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
 _GENERATE_HINT = (
     "generate the local PointMaze suite with `python -m ailot.data.generate --maze umaze` "
     "(ids ailot/pointmaze-<maze>/...), download a public one with `minari download <id>` or "
@@ -44,6 +48,25 @@ def _env_id_json(env_id: str | None) -> str | None:
     return env_spec_from(env_id).to_json()
 
 
+def is_d4rl_path(spec: str | os.PathLike) -> bool:
+    return str(spec).lower().endswith((".hdf5", ".h5"))
+
+
+def check_dataset_spec(spec: str | os.PathLike) -> None:
+    """Refuse a dataset spec that is neither a D4RL file path nor a safe Minari id (cheap; nothing is read)."""
+    text = str(spec)
+    if is_d4rl_path(text):
+        return
+    if not text:
+        raise AilotInputError("dataset", "is empty", "give a Minari dataset id or a D4RL .hdf5 path")
+    if not _MINARI_ID.match(text):
+        problem = ("is a file, but only D4RL .hdf5/.h5 files can be loaded" if Path(text).is_file() else
+                   "is not a Minari id (namespace/name-vN: letters, digits, '_', '.', '-' between single '/', "
+                   "no '..' and no leading '/')")
+        raise AilotInputError(f"dataset {text!r}", problem, "give a Minari id such as "
+                              "ailot/pointmaze-umaze/expert-v0, or a D4RL file ending in .hdf5")
+
+
 def load_minari(
     dataset_id: str,
     obs_keys: str | tuple[str, ...] | None = None,
@@ -61,6 +84,7 @@ def load_minari(
 
     from ailot.envs import register_envs
 
+    check_dataset_spec(dataset_id)  # before minari joins the id onto MINARI_DATASETS_PATH
     register_envs()  # the stored env specs name gymnasium-robotics entry points
     root = os.environ.get("MINARI_DATASETS_PATH", str(Path.home() / ".minari" / "datasets"))
     try:
@@ -136,6 +160,12 @@ def load_d4rl_hdf5(path: str | os.PathLike, dataset_id: str | None = None, env_i
     except OSError as exc:
         raise AilotInputError(what, f"is not a readable HDF5 file ({exc})", "pass a D4RL .hdf5 file") from None
 
+    for key, arr in data.items():  # before any reshape: a scalar, text or empty array fails there unclearly
+        if arr.ndim == 0 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise AilotInputError(what, f"'{key}' is a {arr.dtype} array of shape {arr.shape}",
+                                  "store numeric arrays with one row per transition")
+    if len(data["observations"]) == 0:
+        raise AilotInputError(what, "has no rows (0 transitions)", "pass a D4RL file with at least one episode")
     obs = data["observations"].reshape(len(data["observations"]), -1)
     n = len(obs)
     act = data["actions"].reshape(len(data["actions"]), -1)
@@ -191,15 +221,14 @@ def load_dataset(spec: str | os.PathLike, **kw) -> Episodes:
     when the dataset does not name one). obs_keys must be unset for D4RL files (array observations).
     """
     text = str(spec)
-    if text.lower().endswith((".hdf5", ".h5")):
+    if is_d4rl_path(text):
         obs_keys = kw.pop("obs_keys", None)
         if obs_keys is not None:
             raise AilotInputError("obs_keys", f"given ({obs_keys!r}) for D4RL file {text!r}, whose observations "
                                   "are plain arrays", "leave obs_keys unset for D4RL files")
         kw.pop("download", None)
         return load_d4rl_hdf5(text, **kw)
-    if not text:
-        raise AilotInputError("dataset", "is empty", "give a Minari dataset id or a D4RL .hdf5 path")
+    check_dataset_spec(text)
     return load_minari(text, **kw)
 
 

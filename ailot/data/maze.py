@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ailot.envs import POINTMAZE_IDS
+
 WALL = 1
 R, G = "r", "g"  # gymnasium-robotics cell codes for the reset and goal cells
 
@@ -52,8 +54,8 @@ class MazeTask:
 
 
 EVAL_MAZES: dict[str, MazeTask] = {
-    "umaze": MazeTask("PointMaze_UMaze-v3", UMAZE_EVAL, 300),  # D4RL maze2d-umaze horizon
-    "medium": MazeTask("PointMaze_Medium-v3", MEDIUM_EVAL, 600),  # D4RL maze2d-medium horizon
+    "umaze": MazeTask(POINTMAZE_IDS["umaze"], UMAZE_EVAL, 300),  # D4RL maze2d-umaze horizon
+    "medium": MazeTask(POINTMAZE_IDS["medium"], MEDIUM_EVAL, 600),  # D4RL maze2d-medium horizon
 }
 
 Cell = tuple[int, int]

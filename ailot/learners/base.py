@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -317,11 +318,21 @@ def save(learner: Learner, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = flax.serialization.msgpack_serialize(
-        {"learner": type(learner).__name__, "state": flax.serialization.to_state_dict(learner)}
+        {
+            "learner": type(learner).__name__,
+            "state": flax.serialization.to_state_dict(learner),
+            "config": _config_json(learner),  # lets `load` refuse a learner built from another config
+        }
     )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(blob)
     os.replace(tmp, path)
+
+
+def _config_json(learner: Any) -> str:
+    config = getattr(learner, "config", None)
+    return json.dumps(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}, sort_keys=True,
+                      default=str)
 
 
 def load(path: str | os.PathLike, like: Learner) -> Learner:
@@ -366,6 +377,20 @@ def load(path: str | os.PathLike, like: Learner) -> Learner:
                 f"{jax.tree_util.keystr(kp)} has shape {np.shape(b)}, the learner expects {np.shape(a)}",
                 "create the learner with the config it was trained with",
             )
+    # Settings that do not change any shape (expectile, lr, ...) would otherwise load silently and be
+    # replaced by those of `like`. Checkpoints without a stored config (older ones) skip this check.
+    try:
+        saved = json.loads(raw.get("config") or "{}")
+    except (ValueError, TypeError):
+        saved = {}
+    wanted = json.loads(_config_json(like))
+    diff = {k: (saved[k], wanted[k]) for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]}
+    if diff:
+        raise AilotInputError(
+            f"learner checkpoint {str(path)!r}",
+            f"was trained with another {type(like).__name__} config (saved vs this learner: {diff})",
+            "create the learner with the config it was trained with (learners.make_config with the same overrides)",
+        )
     return jax.tree.map(jnp.asarray, restored)
 
 

@@ -1,0 +1,31 @@
+"""The `ailot` command: `ailot export ...` (see ailot.export). Sweeps run with `python tune/sweep.py`."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: ailot <command> [options]\n\ncommands:")
+        for name, doc in COMMANDS.items():
+            print(f"  {name:8s} {doc}")
+        print("\nsweeps: python tune/sweep.py --config tune/configs/<name>.yaml")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "export":
+        from ailot.export import main as export_main
+
+        return export_main(rest)
+    if command == "sweep":
+        print("error: run sweeps with `python tune/sweep.py --config ...` from a checkout", file=sys.stderr)
+        return 2
+    print(f"error: unknown command {command!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
