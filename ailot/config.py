@@ -142,6 +142,12 @@ class SweepConfig:
                     trials.append({"dataset": ds.label, "learner": learner, "seed": seed, "labeller": setting})
         return trials
 
+    def used_labeller_settings(self) -> list[dict[str, Any]]:
+        """The labeller settings some trial trains on (none when every learner is BC, which ignores rewards)."""
+        if all(learner == "bc" for learner in self.learners):
+            return []
+        return self.labeller_settings()
+
     def dataset(self, label: str) -> DatasetConfig:
         return next(d for d in self.datasets if d.label == label)
 

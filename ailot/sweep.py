@@ -133,7 +133,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
 
     # 2. intent encoders, once per (dataset, seed), as Ray tasks
     encoders: dict[tuple[str, int], Any] = {}
-    if "ailot" in cfg.labellers:
+    used = cfg.used_labeller_settings()  # a BC-only sweep needs no encoder and no rewards
+    if any(s["labeller"] == "ailot" for s in used):
         log.info("stage 2/5: intent encoders (ICVF) for %d dataset x seed pairs", len(pairs) * len(cfg.seeds))
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_pretrain_task)
@@ -160,10 +161,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
             log.info("  encoder for %s seed %d saved to %s", label, seed, path)
         _write_geometry(cfg, pairs, encoders)
     else:
-        log.info("stage 2/5: no AILOT labeller, no encoder needed")
+        log.info("stage 2/5: no trial trains on AILOT rewards: no encoder needed")
 
     # 3. rewards for every distinct setting, on the actor pool, cached
-    log.info("stage 3/5: relabelling %d labeller settings", len(cfg.labeller_settings()))
+    log.info("stage 3/5: relabelling %d labeller settings", len(used))
     from ailot.distributed import RelabelPool
 
     keys: dict[tuple, str] = {}
@@ -171,7 +172,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     try:
         for label, (agent, expert) in pairs.items():
             for seed in cfg.seeds:
-                settings = [s for s in cfg.labeller_settings() if s["labeller"] != "ailot" or encoders]
+                settings = [s for s in used if s["labeller"] != "ailot" or encoders]
                 encoder = encoders.get((label, seed))
                 enc_hash = encoder.content_hash() if encoder is not None else None
                 todo = [s for s in settings

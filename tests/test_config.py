@@ -34,6 +34,14 @@ def test_grid_expands_k_epsilon_learner_seed():
     assert all(t["labeller"] == {"labeller": "none"} for t in trials if t["learner"] == "bc")
     ail = [s for s in settings_ if s["labeller"] == "ailot"][0]
     assert ail["alpha"] == LABELLER_DEFAULTS["ailot"]["alpha"]  # defaults filled in
+    assert cfg.used_labeller_settings() == settings_
+
+
+def test_bc_only_sweep_needs_no_rewards():
+    # BC ignores rewards: relabelling (and pretraining psi) for it would be wasted work
+    cfg = sweep_config_from_dict(base(learners={"bc": {}}))
+    assert cfg.used_labeller_settings() == []
+    assert {t["labeller"]["labeller"] for t in cfg.trials()} == {"none"}
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(
         assert df["normalized_score"].notna().all()
 
         # The working dir was uploaded without results/ and .git/ (and the job ran from that copy).
-        pkgs = list(temp_dir.glob("session_*/runtime_resources/working_dir_files/*/"))
+        pkgs = list(temp_dir.glob("session_latest/runtime_resources/working_dir_files/_ray_pkg_*/"))
         assert len(pkgs) == 1, pkgs
         assert (pkgs[0] / "tune" / "sweep.py").exists() and (pkgs[0] / "ailot").is_dir()
         assert not (pkgs[0] / "results").exists() and not (pkgs[0] / ".git").exists()

@@ -70,7 +70,8 @@ def rllib_config(
     from ailot.export import read_metadata
 
     if algo not in ALGORITHMS:
-        raise AilotInputError(f"RLlib algorithm {algo!r}", "is not supported here", f"use one of: {', '.join(ALGORITHMS)}")
+        raise AilotInputError(f"RLlib algorithm {algo!r}", "is not supported here",
+                              f"use one of: {', '.join(ALGORITHMS)}")
     try:
         import torch  # noqa: F401
         import tree  # noqa: F401
