@@ -41,6 +41,7 @@ import secrets  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import jax  # noqa: E402
@@ -113,10 +114,15 @@ def synthetic(transitions: int, dim: int, expert_length: int, seed: int) -> tupl
     return [(a * scale).astype(np.float32) for a in agent], (expert * scale).astype(np.float32)
 
 
-def to_episodes(trajs: list[np.ndarray], name: str) -> Episodes:
-    """Episodes whose states() are exactly `trajs` (one extra final observation per episode)."""
-    obs = [np.concatenate([t, t[-1:]]) for t in trajs]
-    n = [len(t) for t in trajs]
+def to_episodes(trajs: list[np.ndarray], name: str, expert: bool = False) -> Episodes:
+    """Episodes holding `trajs` exactly where the labellers read them.
+
+    Agent rewards are per transition, on `states()` (observations without the last row): each trajectory gets
+    one extra final observation. An expert set is read whole (`expert_trajectories` takes every observation),
+    so an expert trajectory of Te states is stored as Te observations and Te - 1 transitions.
+    """
+    obs = list(trajs) if expert else [np.concatenate([t, t[-1:]]) for t in trajs]
+    n = [len(o) - 1 for o in obs]
     return Episodes(observations=obs, actions=[np.zeros((t, 1), np.float32) for t in n],
                     rewards=[np.zeros(t, np.float32) for t in n], terminations=[np.zeros(t, bool) for t in n],
                     truncations=[np.zeros(t, bool) for t in n], dataset_id=name)
@@ -238,8 +244,12 @@ def start_ray(num_cpus: int) -> str:
 
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))  # Ray reads it once, before init
     tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    with warnings.catch_warnings():
+        # Ray starts its daemons by fork + exec (subprocess), which Python flags once JAX has threads; the child
+        # execs at once, so the deadlock the warning describes cannot happen here.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
     return tmp
 
 
@@ -336,7 +346,8 @@ def main() -> None:
 
         tmp = start_ray(args.ray_cpus)
         try:
-            agent_eps, expert_eps = to_episodes(agent, "synthetic-agent"), to_episodes([expert], "synthetic-expert")
+            agent_eps = to_episodes(agent, "synthetic-agent")
+            expert_eps = to_episodes([expert], "synthetic-expert", expert=True)
             for n in (int(v) for v in args.actors.split(",") if v):
                 rows.append(run_pool(agent_eps, expert_eps, n, total))
         finally:
