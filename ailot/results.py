@@ -82,13 +82,33 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
+def merge_into(path: str | Path, rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Add rows to the Parquet at `path` (created when missing): read, `merge`, `write_atomic`, all under an
+    exclusive lock on `.<name>.lock` beside it, so concurrent writers (threads or processes on one filesystem)
+    never lose each other's rows. Returns the merged rows."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        old = load(path) if path.exists() else None
+        new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        df = merge([old, new])
+        write_atomic(df, path)
+    return df
+
+
 def load(path: str | Path) -> pd.DataFrame:
     """Read a results file into pandas."""
     path = Path(path)
     if not path.exists():
         raise AilotInputError(f"results file {str(path)!r}", "does not exist",
                               "run a sweep first (python tune/sweep.py --config ...) or check the path")
-    return pd.read_parquet(path)
+    # one open file: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
+    # replacing the file in between makes it read one file's footer against another's pages
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)
 
 
 def method_name(row) -> str:

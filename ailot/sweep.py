@@ -6,6 +6,7 @@ rerun or `--resume` repeats no pretraining, relabelling or finished trial.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from ailot.config import SweepConfig
 log = logging.getLogger("ailot.sweep")
 ROWS_FILE = "rows.json"
 LEARNER_FILE = "learner.msgpack"
+STATE_FILE = "state.json"  # step + sha256 of the learner file: tells a complete checkpoint from a partial one
 
 
 def _jax_env_for_this_worker() -> None:
@@ -86,14 +88,27 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
 
     trained_from = {"step": 0}
 
+    def load_from(d: Path, like):
+        rows[:] = json.loads((d / ROWS_FILE).read_text())
+        trained_from["step"] = rows[-1]["step"] if rows else 0
+        return learners.load(d / LEARNER_FILE, like)
+
     def restore(like):
         ckpt = tune.get_checkpoint()
+        registered = -1
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                rows_in = json.loads((Path(d) / ROWS_FILE).read_text())
+                registered = rows_in[-1]["step"] if rows_in else 0
+        newer = _unregistered_checkpoint(registered)
+        if newer is not None:
+            log.info("trial %s: resuming from %s, newer than the checkpoint Tune registered (step %d)", tid,
+                     newer, registered)
+            return load_from(newer, like)
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            rows[:] = json.loads((Path(d) / ROWS_FILE).read_text())
-            trained_from["step"] = rows[-1]["step"] if rows else 0
-            return learners.load(Path(d) / LEARNER_FILE, like)
+            return load_from(Path(d), like)
 
     def report(row: dict, learner) -> None:
         rows.append(row)
@@ -103,12 +118,49 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
         trained_from["step"] = row["step"]
         with tempfile.TemporaryDirectory() as d:
             learners.save(learner, Path(d) / LEARNER_FILE)
+            sha = hashlib.sha256((Path(d) / LEARNER_FILE).read_bytes()).hexdigest()
+            (Path(d) / STATE_FILE).write_text(json.dumps({"step": row["step"], "learner_sha256": sha}))
             (Path(d) / ROWS_FILE).write_text(json.dumps(rows))
             metrics = {k: row[k] for k in ("step", "normalized_score", "return_mean", "success_rate")}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     pipeline.run_trial(trial, cfg, agent, rewards, restore=restore, report=report,
                        fail_hook=_fault_hook(tid, config.get("fault")))
+
+
+def _complete_step(d: Path) -> int | None:
+    """The step of a checkpoint directory whose files are all present and intact, else None."""
+    try:
+        state = json.loads((d / STATE_FILE).read_text())
+        rows = json.loads((d / ROWS_FILE).read_text())
+        intact = hashlib.sha256((d / LEARNER_FILE).read_bytes()).hexdigest() == state["learner_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(state["step"]) if intact and rows and rows[-1]["step"] == state["step"] else None
+
+
+def _unregistered_checkpoint(registered_step: int) -> Path | None:
+    """A complete checkpoint of this trial on (local) storage past the one Tune restored, or None.
+
+    A function trainable persists its checkpoint inside `tune.report`, before the driver has taken the result;
+    a driver interrupted (SIGINT) or a worker lost in between leaves a checkpoint Tune never registered, and
+    Tune's restore would repeat the updates since the registered one. Only local storage is scanned."""
+    try:
+        import pyarrow.fs
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return None
+        trial_dir = Path(storage.trial_fs_path)
+    except Exception:  # an internal Ray API: without it, Tune's own restore is still correct
+        return None
+    best = None
+    for d in trial_dir.glob("checkpoint_*"):
+        step = _complete_step(d)
+        if step is not None and step > registered_step and (best is None or step > best[0]):
+            best = (step, d)
+    return best[1] if best else None
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True,
