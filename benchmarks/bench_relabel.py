@@ -61,7 +61,7 @@ THRESHOLD, MAX_ITERATIONS = 1e-3, 1000
 SOLVER = dict(k=K, alpha=ALPHA, tau=TAU, epsilon=EPSILON, relative_epsilon=RELATIVE_EPSILON, threshold=THRESHOLD,
               max_iterations=MAX_ITERATIONS)
 POOL_SETTING = {"labeller": "ailot", "n_experts": 1, **SOLVER}
-REF_CHUNK, REF_MIN_BUCKET = relabel.CHUNK_SIZE, 64  # the library defaults: the (b) reference row
+REF_CHUNK, REF_MIN_BUCKET = relabel.default_chunk_size(), 64  # the library defaults: the (b) reference row
 
 
 # ---------------------------------------------------------------------------------------------------- data
