@@ -101,6 +101,8 @@ class ResourcesConfig:
     relabel_actors: int = 0  # 0: one per GPU if any, else one per 2 CPUs (at least 1)
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     max_failures: int = 2  # retries of a failed trial, from its last checkpoint
+    relabel_gpus: int = 0  # >0: ask the autoscaler for this many GPUs before relabelling, one actor each
+    scale_timeout_s: float = 900.0  # how long to wait for those GPUs before relabelling on what is there
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def _dataclass_from(cls, section: str, raw: dict | None):
         default = names[key].default
         kind = float if isinstance(default, float) else int
         values[key] = _positive(f"{section}.{key}", value, kind, allow_zero=key in ("relabel_actors",
-                                "max_concurrent_trials", "max_failures", "gpus_per_trial"))
+                                "max_concurrent_trials", "max_failures", "gpus_per_trial", "relabel_gpus"))
     return cls(**values)
 
 

@@ -163,6 +163,39 @@ def _unregistered_checkpoint(registered_step: int) -> Path | None:
     return best[1] if best else None
 
 
+def _request_gpus(n: int) -> None:
+    """Ask the autoscaler for n one-GPU bundles (0 withdraws the request); a no-op without an autoscaler."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1, "CPU": 1}] * n)
+
+
+def _relabel_pool(cfg: SweepConfig):
+    """The relabel actor pool; with resources.relabel_gpus, after asking the autoscaler for those GPUs ahead
+    (a cluster that starts with no GPU worker would otherwise relabel on CPU actors)."""
+    import ray
+
+    from ailot.distributed import RelabelPool
+
+    want = cfg.resources.relabel_gpus
+    if want:
+        _request_gpus(want)
+        log.info("  asked the autoscaler for %d GPU(s) for relabelling; waiting up to %.0fs", want,
+                 cfg.resources.scale_timeout_s)
+        deadline = time.time() + cfg.resources.scale_timeout_s
+        while ray.cluster_resources().get("GPU", 0) < want and time.time() < deadline:
+            time.sleep(2.0)
+        have = int(ray.cluster_resources().get("GPU", 0))
+        if have < want:
+            log.warning("  only %d of %d GPU(s) arrived in %.0fs; relabelling on what is there", have, want,
+                        cfg.resources.scale_timeout_s)
+        pool = RelabelPool(min(want, have)) if have else RelabelPool(cfg.resources.relabel_actors, use_gpus=False)
+    else:
+        pool = RelabelPool(cfg.resources.relabel_actors)
+    log.info("  relabel pool: %d actors (%s)", pool.num_actors, "GPU" if pool.use_gpus else "CPU")
+    return pool
+
+
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True,
               pairs: dict | None = None) -> str:
     """`pairs` ({label: (agent, expert)} from pipeline.load_pair) lets the caller load and check the data
@@ -217,7 +250,6 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
 
     # 3. rewards for every distinct setting, on the actor pool, cached
     log.info("stage 3/5: relabelling %d labeller settings", len(used))
-    from ailot.distributed import RelabelPool
 
     keys: dict[tuple, str] = {}
     pool = None
@@ -230,8 +262,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
                 todo = [s for s in settings
                         if cache.get(pipeline.rewards_key(agent, expert, s, enc_hash)) is None]
                 if todo and any(s["labeller"] in ("ailot", "otr") for s in todo) and pool is None:
-                    pool = RelabelPool(cfg.resources.relabel_actors)
-                    log.info("  relabel pool: %d actors (%s)", pool.num_actors, "GPU" if pool.use_gpus else "CPU")
+                    pool = _relabel_pool(cfg)
                 keyed = pipeline.relabel_settings(agent, expert, todo, encoder, cache, pool=pool, progress=progress)
                 for s in settings:
                     keys[label, seed, json.dumps(s, sort_keys=True)] = pipeline.rewards_key(agent, expert, s,
@@ -241,6 +272,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     finally:
         if pool is not None:
             pool.shutdown()
+        if cfg.resources.relabel_gpus:
+            _request_gpus(0)  # drop the request: idle GPU workers may go
 
     # 4. learner trials on Tune
     trials = cfg.trials()

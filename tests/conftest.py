@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 
 import pytest
 
@@ -37,3 +40,20 @@ def pointmaze_umaze(minari_root) -> tuple[str, str]:
     from ailot.data.generate import generate_pointmaze
 
     return generate_pointmaze(root=minari_root, **TINY_UMAZE)
+
+
+@contextlib.contextmanager
+def local_ray(prefix: str):
+    """A local Ray for one test module: 2 CPUs, loopback, no dashboard, temp files in a short /tmp dir (Ray's
+    socket paths have a length limit) that is removed afterwards."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -251,13 +251,15 @@ TINY_SWEEP = {
     "learners": {"iql": {"hidden_dims": [32, 32]}},
     "seeds": [0],
     "train": {"steps": 200, "eval_every": 100, "eval_episodes": 2, "eval_envs": 2, "chunk": 100, "batch_size": 64},
-    "resources": {"cpus_per_trial": 1, "max_failures": 1, "relabel_actors": 1},
+    # relabel_gpus: the sweep asks the autoscaler for the (fake) GPU worker before relabelling
+    "resources": {"cpus_per_trial": 1, "max_failures": 1, "relabel_gpus": 1, "scale_timeout_s": 240},
 }
 
 
 @pytest.mark.slow
 def test_tiny_sweep_on_local_autoscaling_cluster(tmp_path):
-    """tune/sweep.py against a head with 0 CPUs: every actor and trial needs workers the autoscaler adds."""
+    """tune/sweep.py against a head with 0 CPUs: every actor and trial needs workers the autoscaler adds, and
+    the relabel stage asks ahead for a GPU worker, which no task or actor requests by itself."""
     import pandas as pd
 
     la = _load_local_autoscale()
@@ -265,8 +267,8 @@ def test_tiny_sweep_on_local_autoscaling_cluster(tmp_path):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     repo = Path(__file__).resolve().parents[1]
     with la.local_cluster(
-        idle_timeout_minutes=0.1, worker_max={"fake_gpu_worker": 0}, token=os.environ.get("RAY_AUTH_TOKEN"),
-        include_dashboard=False,
+        idle_timeout_minutes=0.1, worker_max={"cpu_worker": 1, "fake_gpu_worker": 1},
+        token=os.environ.get("RAY_AUTH_TOKEN"), include_dashboard=False,
     ) as cluster:  # fmt: skip
         env = {**os.environ, **cluster.client_vars()}
         cmd = [sys.executable, str(repo / "tune/sweep.py"), "--config", str(tmp_path / "tiny.yaml"),
@@ -274,15 +276,19 @@ def test_tiny_sweep_on_local_autoscaling_cluster(tmp_path):
         sweep = subprocess.Popen(cmd, env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             t_up, _ = cluster.wait_for_workers(lambda w: len(w) >= 1, timeout_s=180)
+            t_gpu, _ = cluster.wait_for_workers(lambda w: any(n["node_type"] == "fake_gpu_worker" for n in w),
+                                                timeout_s=240)
             out, _ = sweep.communicate(timeout=400)
         finally:
             if sweep.poll() is None:
                 sweep.kill()
         assert sweep.returncode == 0, out[-3000:]
+        assert "relabel pool: 1 actors (GPU)" in out, out[-3000:]
         df = pd.read_parquet(tmp_path / "results" / "tiny-autoscale.parquet")
         assert df["trial_id"].nunique() == 2 and len(df) == 4
         t_down, _ = cluster.wait_for_workers(lambda w: len(w) == 0, timeout_s=120)
         print(
-            f"\ntiny sweep on the local autoscaling cluster: first worker {t_up:.1f}s after launch, "
+            f"\ntiny sweep on the local autoscaling cluster: first worker {t_up:.1f}s after launch, GPU worker for "
+            f"relabelling {t_gpu:.1f}s after that, "
             f"workers gone {t_down:.1f}s after the sweep ended"
         )

@@ -1,11 +1,10 @@
 """The Ray relabel pool: same rewards as the single-process path, broadcast once, cache hits, actor loss."""
 
-import shutil
-import tempfile
 import threading
 
 import numpy as np
 import pytest
+from conftest import local_ray
 
 from ailot import pipeline
 from ailot.cache import ArrayCache
@@ -27,15 +26,8 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rayd", dir="/tmp")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+    with local_ray("rayd") as ray:
+        yield ray
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """Exported Parquet: RLlib's offline columns, read back by pyarrow and Ray Data with the same rows and metadata."""
 
 import json
-import shutil
-import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import local_ray
 
 from ailot.config import sweep_config_from_dict
 from ailot.data.loading import load_minari
@@ -103,15 +102,8 @@ def test_export_from_config_uses_the_pipeline_and_its_cache(pointmaze_umaze, age
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rayx", dir="/tmp")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+    with local_ray("rayx") as ray:
+        yield ray
 
 
 def test_ray_data_round_trip(ray_local, agent, exported):

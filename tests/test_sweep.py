@@ -1,11 +1,10 @@
 """The sweep end to end on a local Ray: 4 tiny trials, one injected failure, then --resume repeats nothing."""
 
 import json
-import shutil
-import tempfile
 
 import pandas as pd
 import pytest
+from conftest import local_ray
 
 from ailot import pipeline, results
 from ailot.config import sweep_config_from_dict
@@ -13,14 +12,8 @@ from ailot.config import sweep_config_from_dict
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+    with local_ray("rayt") as ray:
+        yield ray
 
 
 def tiny_config(storage, agent_id, expert_id):
