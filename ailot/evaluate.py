@@ -39,27 +39,33 @@ class EvalResult:
         return normalized_score(self.returns, ref_min, ref_max)
 
 
-def check_action_space(env_spec, action_dim: int) -> None:
-    """Refuse a learner whose action dimension does not match the environment, before training."""
+def check_env(env_spec, action_dim: int, obs_dim: int | None = None, obs_keys=None, what: str = "dataset") -> None:
+    """Refuse data whose actions or observations do not fit the evaluation environment: checked when the data
+    is loaded, not when a trial first evaluates (after training)."""
+    from ailot.data.episodes import resolve_obs_keys
     from ailot.errors import AilotInputError
 
-    env = gym.make(env_spec_from(env_spec))
+    spec = env_spec_from(env_spec)
+    env = gym.make(spec)
     try:
-        space = env.action_space
-        if not isinstance(space, gym.spaces.Box):
-            raise AilotInputError(
-                "environment action space",
-                f"{space} is not continuous (Box)",
-                "use a continuous-control environment; IQL, Diffusion-QL and BC output real-valued actions",
-            )
-        if space.shape != (action_dim,):
-            raise AilotInputError(
-                "dataset actions",
-                f"dimension {action_dim} but the environment expects {space.shape}",
-                "evaluate in the environment the dataset was collected in",
-            )
+        act, obs = env.action_space, env.observation_space
     finally:
         env.close()
+    if not isinstance(act, gym.spaces.Box):
+        raise AilotInputError(f"environment {spec.id!r} action space", f"{act} is not continuous (Box)",
+                              "use a continuous-control environment (IQL, Diffusion-QL and BC output real vectors)")
+    if act.shape != (action_dim,):
+        raise AilotInputError(f"{what} actions", f"have dimension {action_dim} but {spec.id!r} expects {act.shape}",
+                              "set datasets[].env to the environment the dataset was collected in")
+    if obs_dim is None:
+        return
+    if isinstance(obs, gym.spaces.Dict):  # flattened as evaluation will flatten it
+        dim = sum(int(np.prod(obs[k].shape)) for k in resolve_obs_keys(list(obs.spaces), obs_keys))
+    else:
+        dim = int(np.prod(obs.shape))
+    if dim != obs_dim:
+        raise AilotInputError(f"{what} observations", f"have dimension {obs_dim} but {spec.id!r} gives {dim}",
+                              "set datasets[].env (and obs_keys) to match how the dataset was recorded")
 
 
 def evaluate(

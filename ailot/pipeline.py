@@ -81,36 +81,14 @@ def load_pair(ds: DatasetConfig) -> tuple[Episodes, Episodes]:
 
 
 def check_env(agent: Episodes, ds: DatasetConfig) -> None:
-    """The evaluation env exists, has continuous actions of the data's dimension and observations of its
-    dimension: checked once when the data is loaded, not when a trial first evaluates (after training)."""
-    import gymnasium as gym
-
-    from ailot.data.episodes import resolve_obs_keys
-    from ailot.envs import make_env
+    """The evaluation env exists and fits the data's actions and observations (once, at load)."""
+    from ailot.evaluate import check_env as check_env_fits
 
     spec = agent.env_spec or ds.env
     what = f"dataset {agent.dataset_id!r}"
     if spec is None:
         raise AilotInputError(what, "has no evaluation environment", "set datasets[].env to a gymnasium id")
-    env = make_env(spec)
-    try:
-        act, obs = env.action_space, env.observation_space
-    finally:
-        env.close()
-    env_name = env.spec.id if env.spec else spec
-    if not isinstance(act, gym.spaces.Box):
-        raise AilotInputError(f"environment {env_name!r} action space", f"{act} is not continuous (Box)",
-                              "use a continuous-control environment (IQL, Diffusion-QL and BC output real vectors)")
-    if act.shape != (agent.action_dim,):
-        raise AilotInputError(f"{what} actions", f"have dimension {agent.action_dim} but {env_name!r} expects "
-                              f"{act.shape}", "set datasets[].env to the environment the dataset was collected in")
-    if isinstance(obs, gym.spaces.Dict):  # flattened as evaluation will flatten it
-        dim = sum(int(np.prod(obs[k].shape)) for k in resolve_obs_keys(list(obs.spaces), agent.obs_keys))
-    else:
-        dim = int(np.prod(obs.shape))
-    if dim != agent.obs_dim:
-        raise AilotInputError(f"{what} observations", f"have dimension {agent.obs_dim} but {env_name!r} gives "
-                              f"{dim}", "set datasets[].env (and obs_keys) to match how the dataset was recorded")
+    check_env_fits(spec, agent.action_dim, agent.obs_dim, agent.obs_keys, what=what)
 
 
 # ---------------------------------------------------------------- 2. intents
@@ -196,12 +174,30 @@ def eval_steps(train: TrainConfig) -> list[int]:
     return steps if steps and steps[-1] == train.steps else steps + [train.steps]
 
 
+def learner_config(trial: dict[str, Any], cfg: SweepConfig):
+    from ailot import learners
+
+    name = trial["learner"]
+    # the cosine lr decay spans this trial's updates unless the config says otherwise
+    overrides = {"max_steps": cfg.train.steps, **(cfg.learners.get(name) or {})}
+    return learners.make_config(name, overrides, task_family=cfg.dataset(trial["dataset"]).task_family)
+
+
+def trial_config_json(trial: dict[str, Any], cfg: SweepConfig, learner_cfg=None) -> str:
+    """Everything that determines a trial's training and evaluation besides its data and rewards (the
+    results' `config` column): equal JSON + fingerprint + rewards key = the same trial."""
+    learner_cfg = learner_config(trial, cfg) if learner_cfg is None else learner_cfg
+    return json.dumps({"trial": trial, "learner_config": _jsonable(learner_cfg), "train": cfg.train.__dict__},
+                      default=str)
+
+
 def run_trial(
     trial: dict[str, Any],
     cfg: SweepConfig,
     agent: Episodes,
     rewards: np.ndarray | None,
     *,
+    rewards_key: str | None = None,
     restore: Callable[[Any], Any] | None = None,
     report: Callable[[dict, Any], None],
     fail_hook: Callable[[int], None] | None = None,
@@ -212,13 +208,11 @@ def run_trial(
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
     """
     from ailot import learners
-    from ailot.evaluate import check_action_space, evaluate
+    from ailot.evaluate import evaluate
 
     ds = cfg.dataset(trial["dataset"])
     name = trial["learner"]
-    # the cosine lr decay spans this trial's updates unless the config says otherwise
-    overrides = {"max_steps": cfg.train.steps, **(cfg.learners.get(name) or {})}
-    learner_cfg = learners.make_config(name, overrides, task_family=ds.task_family)
+    learner_cfg = learner_config(trial, cfg)
     transitions = agent.to_transitions()
     if rewards is None or name == "bc":
         rewards = np.zeros(len(transitions), np.float32)
@@ -230,7 +224,6 @@ def run_trial(
     if env_spec is None:
         raise AilotInputError(f"dataset {agent.dataset_id!r}", "has no evaluation environment",
                               "set datasets[].env to a gymnasium id")
-    check_action_space(env_spec, agent.action_dim)
     from ailot.envs import make_env
 
     env = make_env(env_spec)
@@ -254,8 +247,7 @@ def run_trial(
         **{k: float(setting[k]) for k in ("k", "epsilon", "alpha", "tau", "n_experts") if k in setting},
         "expert_mode": setting.get("expert_mode", ""),
         "versions": json.dumps(versions()), "git_commit": git_commit(),
-        "config": json.dumps({"trial": trial, "learner_config": _jsonable(learner_cfg), "train": cfg.train.__dict__},
-                             default=str),
+        "config": trial_config_json(trial, cfg, learner_cfg), "rewards_key": rewards_key or "",
     }
     for target in eval_steps(cfg.train):
         step = int(learner.step)

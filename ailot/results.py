@@ -48,6 +48,7 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "versions": (pa.string(), "JSON of package versions (ailot, jax, flax, ott-jax, ray, ...)"),
     "git_commit": (pa.string(), "git commit of the code that ran"),
     "config": (pa.string(), "JSON of the trial's full config"),
+    "rewards_key": (pa.string(), "cache key of the rewards the learner trained on ('' for BC)"),
 }
 SCHEMA = pa.schema([(name, typ) for name, (typ, _) in SCHEMA_DOC.items()])
 KEY = ["trial_id", "step"]
@@ -97,6 +98,21 @@ def merge_into(path: str | Path, rows: list[dict] | pd.DataFrame) -> pd.DataFram
         df = merge([old, new])
         write_atomic(df, path)
     return df
+
+
+def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
+    """Trial ids whose rows in `df` already hold every evaluation step and were made from the same config,
+    data and rewards. `expected`: trial_id -> {"steps", "config", "dataset_fingerprint", "rewards_key"}."""
+    if df.empty or "rewards_key" not in df.columns:
+        return set()
+    done = set()
+    for tid, rows in df[df["trial_id"].isin(list(expected))].groupby("trial_id"):
+        want = expected[tid]
+        same = all(rows[c].nunique(dropna=False) == 1 and rows[c].iloc[0] == want[c]
+                   for c in ("config", "dataset_fingerprint", "rewards_key"))
+        if same and set(rows["step"].astype(int)) == set(want["steps"]):
+            done.add(tid)
+    return done
 
 
 def load(path: str | Path) -> pd.DataFrame:

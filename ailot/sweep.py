@@ -88,27 +88,23 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
 
     trained_from = {"step": 0}
 
-    def load_from(d: Path, like):
-        rows[:] = json.loads((d / ROWS_FILE).read_text())
+    def load_from(d: Path, like, saved_rows: list | None = None):
+        rows[:] = saved_rows if saved_rows is not None else json.loads((d / ROWS_FILE).read_text())
         trained_from["step"] = rows[-1]["step"] if rows else 0
         return learners.load(d / LEARNER_FILE, like)
 
     def restore(like):
         ckpt = tune.get_checkpoint()
-        registered = -1
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
-                rows_in = json.loads((Path(d) / ROWS_FILE).read_text())
-                registered = rows_in[-1]["step"] if rows_in else 0
-        newer = _unregistered_checkpoint(registered)
-        if newer is not None:
-            log.info("trial %s: resuming from %s, newer than the checkpoint Tune registered (step %d)", tid,
-                     newer, registered)
-            return load_from(newer, like)
         if ckpt is None:
-            return None
+            newer = _unregistered_checkpoint(-1)
+            return load_from(newer, like) if newer is not None else None
         with ckpt.as_directory() as d:
-            return load_from(Path(d), like)
+            registered = json.loads((Path(d) / ROWS_FILE).read_text())
+            newer = _unregistered_checkpoint(registered[-1]["step"] if registered else 0)
+            if newer is None:
+                return load_from(Path(d), like, registered)
+        log.info("trial %s: resuming from %s, newer than the checkpoint Tune registered", tid, newer)
+        return load_from(newer, like)
 
     def report(row: dict, learner) -> None:
         rows.append(row)
@@ -124,7 +120,7 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
             metrics = {k: row[k] for k in ("step", "normalized_score", "return_mean", "success_rate")}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    pipeline.run_trial(trial, cfg, agent, rewards, restore=restore, report=report,
+    pipeline.run_trial(trial, cfg, agent, rewards, rewards_key=config["rewards_key"], restore=restore, report=report,
                        fail_hook=_fault_hook(tid, config.get("fault")))
 
 
@@ -286,15 +282,21 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         param_trials.append({"trial": t, "rewards_key": key, "cache_root": cache.root, "audit_log": str(audit_log),
                              "fault": os.environ.get("AILOT_FAULT")})
     agents = {label: pair[0] for label, pair in pairs.items()}
+    tune_path = str(run_dir / "tune")
+    experiment = str(Path(tune_path) / "trials")
+    restoring = resume and tune.Tuner.can_restore(experiment)
+    reused = pd.DataFrame()
+    if not restoring:  # a trial whose rows are already in the results file, made the same way, is not rerun
+        param_trials, reused = _drop_completed(cfg, param_trials, agents)
     fn = tune.with_resources(
         tune.with_parameters(trainable, cfg=cfg, agents=agents),
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
     )
-    tune_path = str(run_dir / "tune")
-    experiment = str(Path(tune_path) / "trials")
-    if resume and tune.Tuner.can_restore(experiment):
+    if restoring:
         log.info("  resuming the trials in %s", experiment)
         tuner = tune.Tuner.restore(experiment, trainable=fn, resume_errored=True)
+    elif not param_trials:
+        tuner = None
     else:
         tuner = tune.Tuner(
             fn,
@@ -306,11 +308,11 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )
-    grid = tuner.fit()
+    grid = tuner.fit() if tuner is not None else []
 
-    # 5. results: one row per (trial, evaluation) from each trial's latest checkpoint
+    # 5. results: one row per (trial, evaluation) from each trial's latest checkpoint, plus the reused rows
     log.info("stage 5/5: results")
-    frames = []
+    frames = [reused]
     for result in grid:
         if result.error is not None:
             log.warning("a trial failed for good: %s", result.error)
@@ -325,6 +327,24 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         for p in results.plot_all(df, Path(cfg.storage) / "figures" / cfg.name, geometry):
             log.info("  figure %s", p)
     return results.format_summary(results.summarize(df))
+
+
+def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) -> tuple[list[dict], pd.DataFrame]:
+    """The trials still to run, and the rows of those already complete in the results file."""
+    path = Path(cfg.parquet_path)
+    if "://" in cfg.storage or not path.exists():
+        return param_trials, pd.DataFrame()
+    prior = results.load(path)
+    steps = pipeline.eval_steps(cfg.train)
+    expected = {pipeline.trial_id(p["trial"]): {
+        "steps": steps, "config": pipeline.trial_config_json(p["trial"], cfg), "rewards_key": p["rewards_key"] or "",
+        "dataset_fingerprint": agents[p["trial"]["dataset"]].fingerprint()} for p in param_trials}
+    done = results.completed_trials(prior, expected)
+    if done:
+        log.info("  %d of %d trials already complete in %s: their rows are kept, they are not rerun", len(done),
+                 len(param_trials), path)
+    todo = [p for p in param_trials if pipeline.trial_id(p["trial"]) not in done]
+    return todo, prior[prior["trial_id"].isin(list(done))]
 
 
 def _geometry_path(cfg: SweepConfig) -> Path:

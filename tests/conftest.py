@@ -20,6 +20,16 @@ TINY_UMAZE = {"maze": "umaze", "agent_transitions": 3000, "expert_episodes": 3, 
               "reference_episodes": 5, "progress": False}
 
 
+def write_hdf5(path, arrays: dict) -> None:
+    """A D4RL-format file holding `arrays` (entries that are None are left out, as a file missing them)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            if v is not None:
+                f.create_dataset(k, data=v)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def minari_root(tmp_path_factory):
     """A temporary MINARI_DATASETS_PATH for the session (autouse: set before Ray or any loader starts, so

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-import h5py
 import jax
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from ailot.cache import ArrayCache
 from ailot.config import DatasetConfig, load_sweep_config, sweep_config_from_dict
 from ailot.data import load_dataset, load_minari
 from ailot.errors import AilotInputError
+from conftest import write_hdf5
 from ailot.intents import ICVFConfig, IntentEncoder, init_params
 from ailot.pipeline import load_pair, run_trial
 
@@ -56,10 +56,7 @@ def write_d4rl(path: Path, n: int = 12, obs_dim: int = 4, act_dim: int = 2, **ov
         "next_observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
     }
     data.update(overrides)
-    with h5py.File(path, "w") as f:
-        for k, v in data.items():
-            if v is not None:
-                f.create_dataset(k, data=v)
+    write_hdf5(path, data)
     return path
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from ailot.data.loading import check_compatible, load_d4rl_hdf5, load_dataset, load_minari
 from ailot.errors import AilotInputError
+from conftest import write_hdf5
 
 
 def raw_episodes(dataset_id: str) -> list[dict]:
@@ -108,10 +109,7 @@ def write_d4rl(path: Path, next_obs: bool = True, timeouts: bool = True, **overr
     if next_obs:
         data["next_observations"] = rng.normal(size=(N, 3)).astype(np.float32)
     data.update(overrides)
-    with h5py.File(path, "w") as f:
-        for k, v in data.items():
-            if v is not None:
-                f.create_dataset(k, data=v)
+    write_hdf5(path, data)
     return data
 
 

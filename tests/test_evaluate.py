@@ -8,7 +8,7 @@ import pytest
 from ailot.data.generate import make_eval_env
 from ailot.data.loading import load_minari
 from ailot.errors import AilotInputError
-from ailot.evaluate import check_action_space, evaluate
+from ailot.evaluate import check_env, evaluate
 
 
 def pd_policy(obs, key):
@@ -53,11 +53,13 @@ def test_normalized_score_from_dataset_references(pointmaze_umaze):
 
 def test_action_dimension_mismatch_is_refused():
     spec = make_eval_env("umaze").spec
-    check_action_space(spec, 2)
+    check_env(spec, 2, obs_dim=4)
     with pytest.raises(AilotInputError, match="dimension 3"):
-        check_action_space(spec, 3)
+        check_env(spec, 3)
+    with pytest.raises(AilotInputError, match="observations.*dimension 5"):
+        check_env(spec, 2, obs_dim=5)
     with pytest.raises(AilotInputError, match="not registered"):
-        check_action_space("NoSuchEnv-v9", 2)
+        check_env("NoSuchEnv-v9", 2)
 
 
 def test_policy_key_changes_per_step():

@@ -16,8 +16,8 @@ def ray_local():
         yield ray
 
 
-def tiny_config(storage, agent_id, expert_id):
-    return sweep_config_from_dict({
+def tiny_config(storage, agent_id, expert_id, **over):
+    return sweep_config_from_dict({**{
         "name": "tiny",
         "storage": str(storage),
         "datasets": [{"name": "umaze", "agent": agent_id, "expert": expert_id, "task_family": "maze2d"}],
@@ -28,7 +28,7 @@ def tiny_config(storage, agent_id, expert_id):
         "train": {"steps": 200, "eval_every": 100, "eval_episodes": 2, "eval_envs": 2, "chunk": 100,
                   "batch_size": 64},
         "resources": {"cpus_per_trial": 1, "max_failures": 2, "relabel_actors": 1},
-    })
+    }, **over})
 
 
 def read_audit(path):
@@ -76,3 +76,24 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     df2 = results.load(cfg.parquet_path)
     pd.testing.assert_frame_equal(df.sort_values(["trial_id", "step"]).reset_index(drop=True),
                                   df2.sort_values(["trial_id", "step"]).reset_index(drop=True))
+
+    # a grown config (BC added) rerun without --resume trains only the new trials and keeps the old rows
+    grown = tiny_config(tmp_path / "results", agent_id, expert_id, learners={"iql": {"hidden_dims": [32, 32]},
+                                                                              "bc": {"hidden_dims": [32, 32]}})
+    sweep.run_sweep(grown, progress=False, plots=False)
+    audit = pd.DataFrame(read_audit(cfg.run_dir / "updates.jsonl"))
+    assert len(audit) == 8 + 2 * 2 and set(audit["trial_id"][8:]) == {
+        pipeline.trial_id(t) for t in grown.trials() if t["learner"] == "bc"}
+    df3 = results.load(cfg.parquet_path)
+    assert df3["trial_id"].nunique() == 6 and len(df3) == 12
+    pd.testing.assert_frame_equal(df2.reset_index(drop=True), df3[df3["learner"] != "bc"].reset_index(drop=True))
+
+
+def test_completed_trials_need_same_config_data_rewards_and_all_steps():
+    row = {"trial_id": "t", "config": "c", "dataset_fingerprint": "f", "rewards_key": "r"}
+    df = pd.DataFrame([{**row, "step": 100}, {**row, "step": 200}])
+    want = {"steps": [100, 200], "config": "c", "dataset_fingerprint": "f", "rewards_key": "r"}
+    assert results.completed_trials(df, {"t": want}) == {"t"}
+    for change in ({"config": "c2"}, {"dataset_fingerprint": "f2"}, {"rewards_key": "r2"}, {"steps": [100, 300]}):
+        assert results.completed_trials(df, {"t": {**want, **change}}) == set(), change
+    assert results.completed_trials(df.drop(columns="rewards_key"), {"t": want}) == set()  # older files
