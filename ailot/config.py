@@ -103,6 +103,7 @@ class ResourcesConfig:
     max_failures: int = 2  # retries of a failed trial, from its last checkpoint
     relabel_gpus: int = 0  # >0: ask the autoscaler for this many GPUs before relabelling, one actor each
     scale_timeout_s: float = 900.0  # how long to wait for those GPUs before relabelling on what is there
+    reuse_actors: bool = True  # a trial process runs the next trial: no new JAX import, compiled updates kept
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,11 @@ def _dataclass_from(cls, section: str, raw: dict | None):
     values = {}
     for key, value in raw.items():
         default = names[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _error(f"{section}.{key}", f"expected true or false, got {value!r}", "write true or false")
+            values[key] = value
+            continue
         kind = float if isinstance(default, float) else int
         values[key] = _positive(f"{section}.{key}", value, kind, allow_zero=key in ("relabel_actors",
                                 "max_concurrent_trials", "max_failures", "gpus_per_trial", "relabel_gpus"))

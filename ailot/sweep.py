@@ -301,7 +301,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         tuner = tune.Tuner(
             fn,
             param_space={"t": tune.grid_search(param_trials)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials or None),
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials or None,
+                                        reuse_actors=cfg.resources.reuse_actors),
             run_config=tune.RunConfig(
                 name="trials", storage_path=tune_path, verbose=1 if progress else 0,
                 failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
