@@ -1,10 +1,14 @@
-"""The `ailot` command: `ailot export ...` (see ailot.export). Sweeps run with `python tune/sweep.py`."""
+"""The `ailot` command: `ailot export ...` (see ailot.export), `ailot collect ...` (see ailot.data.collect).
+Sweeps run with `python tune/sweep.py`."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help"}
+COMMANDS = {
+    "export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help",
+    "collect": "train SAC on a MuJoCo env and write D4RL-style Minari datasets: ailot collect --help",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from ailot.export import main as export_main
 
         return export_main(rest)
+    if command == "collect":
+        from ailot.data.collect import main as collect_main
+
+        return collect_main(rest)
     if command == "sweep":
         print("error: run sweeps with `python tune/sweep.py --config ...` from a checkout", file=sys.stderr)
         return 2

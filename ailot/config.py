@@ -19,7 +19,8 @@ import yaml
 from ailot.errors import AilotInputError
 
 LABELLERS = ("ailot", "otr", "true", "zero")
-LEARNERS = ("iql", "diffusion_ql", "bc")
+LEARNERS = ("iql", "diffusion_ql", "bc", "rllib_bc", "rllib_marwil", "rllib_iql", "rllib_cql")  # rllib_*: RLlib (torch)
+REWARD_FREE_LEARNERS = ("bc", "rllib_bc")  # ignore rewards: one trial per dataset x seed, no labeller
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -140,14 +141,14 @@ class SweepConfig:
         trials = []
         for ds, seed in itertools.product(self.datasets, self.seeds):
             for learner in self.learners:
-                settings = [{"labeller": "none"}] if learner == "bc" else self.labeller_settings()
+                settings = [{"labeller": "none"}] if learner in REWARD_FREE_LEARNERS else self.labeller_settings()
                 for setting in settings:
                     trials.append({"dataset": ds.label, "learner": learner, "seed": seed, "labeller": setting})
         return trials
 
     def used_labeller_settings(self) -> list[dict[str, Any]]:
         """The labeller settings some trial trains on (none when every learner is BC, which ignores rewards)."""
-        if all(learner == "bc" for learner in self.learners):
+        if all(learner in REWARD_FREE_LEARNERS for learner in self.learners):
             return []
         return self.labeller_settings()
 

@@ -206,15 +206,49 @@ def run_trial(
 
     `restore(like)` returns (learner, rows) from a checkpoint or None; `report(row, learner)` must persist
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
+    RLlib learners (`rllib_*`) run through ailot.learners.rllib.run_rllib_trial with the same rows.
     """
     from ailot import learners
-    from ailot.evaluate import evaluate
+
+    name = trial["learner"]
+    if name.startswith("rllib_"):
+        from ailot.learners.rllib import run_rllib_trial
+
+        return run_rllib_trial(trial, cfg, agent, rewards, rewards_key=rewards_key, restore=restore, report=report,
+                               fail_hook=fail_hook)
+    learner_cfg = learner_config(trial, cfg)
+    prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key)
+    learner = learners.get_learner(name).create(trial["seed"], agent.obs_dim, agent.action_dim, learner_cfg,
+                                               action_low=prep["action_low"], action_high=prep["action_high"])
+    restored = restore(learner) if restore else None
+    if restored is not None:
+        learner = restored
+    t0 = time.time()
+    import jax.numpy as jnp
+
+    device_data = {k: jnp.asarray(v) for k, v in prep["data"].items()}
+    for target in eval_steps(cfg.train):
+        step = int(learner.step)
+        if step >= target:
+            continue  # already done before a restore
+        if fail_hook is not None:
+            fail_hook(step)
+        learner, _ = learners.train(learner, device_data, target - step, cfg.train.batch_size,
+                                    chunk=min(cfg.train.chunk, target - step))
+        row = evaluation_row(functools.partial(learners.act, learner), int(learner.step), prep, trial, cfg, agent, t0)
+        report(row, learner)
+
+
+def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewards: np.ndarray | None,
+                  learner_cfg: Any, rewards_key: str | None = None) -> dict[str, Any]:
+    """What every learner's trial shares: the transitions with scaled rewards (`data`), the evaluation env
+    (`env_spec`, `action_low/high`) and the row fields that do not change between evaluations (`base_row`)."""
+    from ailot import learners
 
     ds = cfg.dataset(trial["dataset"])
     name = trial["learner"]
-    learner_cfg = learner_config(trial, cfg)
     transitions = agent.to_transitions()
-    if rewards is None or name == "bc":
+    if rewards is None or name in ("bc", "rllib_bc"):
         rewards = np.zeros(len(transitions), np.float32)
     learners.check_rewards(rewards)
     scaled = learners.scale_rewards(rewards, transitions.episode_ids, _reward_scaling(ds, trial))
@@ -229,19 +263,9 @@ def run_trial(
     env = make_env(env_spec)
     env_id, low, high = env.spec.id, env.action_space.low, env.action_space.high
     env.close()
-    tid = trial_id(trial)
-    learner = learners.get_learner(name).create(trial["seed"], agent.obs_dim, agent.action_dim, learner_cfg,
-                                               action_low=low, action_high=high)
-    restored = restore(learner) if restore else None
-    if restored is not None:
-        learner = restored
-    t0 = time.time()
-    import jax.numpy as jnp
-
-    device_data = {k: jnp.asarray(v) for k, v in data.items()}
     setting = trial["labeller"]
     base_row = {
-        "sweep": cfg.name, "trial_id": tid, "dataset": ds.label, "dataset_id": agent.dataset_id,
+        "sweep": cfg.name, "trial_id": trial_id(trial), "dataset": ds.label, "dataset_id": agent.dataset_id,
         "dataset_fingerprint": agent.fingerprint(), "expert_id": ds.expert, "env_id": env_id,
         "labeller": setting["labeller"], "learner": name, "seed": trial["seed"],
         **{k: float(setting[k]) for k in ("k", "epsilon", "alpha", "tau", "n_experts") if k in setting},
@@ -249,29 +273,26 @@ def run_trial(
         "versions": json.dumps(versions()), "git_commit": git_commit(),
         "config": trial_config_json(trial, cfg, learner_cfg), "rewards_key": rewards_key or "",
     }
-    for target in eval_steps(cfg.train):
-        step = int(learner.step)
-        if step >= target:
-            continue  # already done before a restore
-        if fail_hook is not None:
-            fail_hook(step)
-        learner, _ = learners.train(learner, device_data, target - step, cfg.train.batch_size,
-                                    chunk=min(cfg.train.chunk, target - step))
-        result = evaluate(
-            functools.partial(learners.act, learner), env_spec,
-            num_episodes=cfg.train.eval_episodes, num_envs=cfg.train.eval_envs,
-            seed=1_000_003 * trial["seed"] + target, obs_keys=agent.obs_keys,
-        )
-        from ailot.data.reference import normalized_score
+    return {"data": data, "env_spec": env_spec, "action_low": low, "action_high": high, "base_row": base_row}
 
-        row = {
-            **base_row, "step": int(learner.step), "return_mean": result.return_mean,
-            "return_std": result.return_std,
-            "normalized_score": float(normalized_score(result.return_mean, agent.ref_min_score, agent.ref_max_score)),
-            "success_rate": float(result.successes.mean()), "eval_episodes": len(result.returns),
-            "wall_time_s": time.time() - t0, "timestamp": time.time(),
-        }
-        report(row, learner)
+
+def evaluation_row(policy: Callable, step: int, prep: dict[str, Any], trial: dict[str, Any], cfg: SweepConfig,
+                   agent: Episodes, t0: float) -> dict[str, Any]:
+    """Evaluate `policy` ((observations, key) -> actions) after `step` updates: one result row."""
+    from ailot.data.reference import normalized_score
+    from ailot.evaluate import evaluate
+
+    result = evaluate(
+        policy, prep["env_spec"], num_episodes=cfg.train.eval_episodes, num_envs=cfg.train.eval_envs,
+        seed=1_000_003 * trial["seed"] + step, obs_keys=agent.obs_keys,
+    )
+    return {
+        **prep["base_row"], "step": int(step), "return_mean": result.return_mean,
+        "return_std": result.return_std,
+        "normalized_score": float(normalized_score(result.return_mean, agent.ref_min_score, agent.ref_max_score)),
+        "success_rate": float(result.successes.mean()), "eval_episodes": len(result.returns),
+        "wall_time_s": time.time() - t0, "timestamp": time.time(),
+    }
 
 
 def _reward_scaling(ds: DatasetConfig, trial: dict) -> str:

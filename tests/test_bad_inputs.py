@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from conftest import write_hdf5
 
 import ailot.intents
 from ailot import learners
@@ -24,7 +25,6 @@ from ailot.cache import ArrayCache
 from ailot.config import DatasetConfig, load_sweep_config, sweep_config_from_dict
 from ailot.data import load_dataset, load_minari
 from ailot.errors import AilotInputError
-from conftest import write_hdf5
 from ailot.intents import ICVFConfig, IntentEncoder, init_params
 from ailot.pipeline import load_pair, run_trial
 

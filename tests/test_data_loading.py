@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_hdf5
 
 from ailot.data.loading import check_compatible, load_d4rl_hdf5, load_dataset, load_minari
 from ailot.errors import AilotInputError
-from conftest import write_hdf5
 
 
 def raw_episodes(dataset_id: str) -> list[dict]:

@@ -182,7 +182,9 @@ def collect_agent(collector, grid: MazeGrid, settings: GenerationSettings, rng: 
 # ---------------------------------------------------------------------- datasets
 
 
-def _existing_settings(dataset_id: str) -> dict | None:
+def existing_settings(dataset_id: str, key: str = "ailot_generation") -> dict | None:
+    """The settings JSON stored under metadata `key` of a local dataset ({} if it has none), or None if the
+    dataset does not exist."""
     import minari
 
     try:
@@ -191,7 +193,7 @@ def _existing_settings(dataset_id: str) -> dict | None:
             meta = minari.load_dataset(dataset_id).storage.metadata
     except FileNotFoundError:
         return None
-    raw = meta.get("ailot_generation")
+    raw = meta.get(key)
     return json.loads(raw) if raw else {}
 
 
@@ -265,7 +267,7 @@ def generate_pointmaze(
     wanted = asdict(settings)
     todo: dict[str, str] = {}  # kind -> id of the datasets to (re)generate
     for kind, i in (("agent", agent_id), ("expert", expert_id)):
-        have = _existing_settings(i)
+        have = existing_settings(i)
         if have is not None and not overwrite:
             if _relevant(have, kind) == _relevant(wanted, kind):
                 continue  # made with the same settings: identical arrays, reuse

@@ -40,6 +40,10 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, task_family:
     """The frozen config of learner `name`: the task family's preset with `overrides` applied and checked."""
     from ailot.learners.base import apply_overrides
 
+    if name.startswith("rllib_"):  # RLlib's offline learners (ailot.learners.rllib; torch only when trained)
+        from ailot.learners.rllib import make_config as rllib_make_config
+
+        return rllib_make_config(name, overrides, task_family)
     cls = get_learner(name)
     return apply_overrides(cls.default_config(task_family), overrides, name)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import flax.serialization
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -315,6 +316,8 @@ def save(learner: Learner, path: str | os.PathLike) -> None:
 
     Written to a temporary file and renamed, so a crash never leaves a truncated checkpoint.
     """
+    if not isinstance(learner, flax.struct.PyTreeNode):  # e.g. ailot.learners.rllib: its own msgpack state
+        return learner.save(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = flax.serialization.msgpack_serialize(
@@ -337,6 +340,8 @@ def _config_json(learner: Any) -> str:
 
 def load(path: str | os.PathLike, like: Learner) -> Learner:
     """Restore a learner saved by `save` into the structure of `like` (same class and config shapes)."""
+    if not isinstance(like, flax.struct.PyTreeNode):
+        return like.load(path)
     path = Path(path)
     if not path.is_file():
         raise AilotInputError(f"learner checkpoint {str(path)!r}", "does not exist", "check the path or retrain")

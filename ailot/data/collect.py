@@ -1,0 +1,682 @@
+"""D4RL-style MuJoCo datasets from our own SAC: train, snapshot, roll out, write Minari datasets.
+
+    python -m ailot.data.collect --env Hopper-v5 --train-steps 1000000 --seed 0
+    ailot collect --env Hopper-v5 --quick
+
+Stages, each done once (a rerun with the same arguments resumes or skips it):
+
+1. train   SAC (JAX) on the env: env stepping is a Python loop, every `update_every` env steps the same
+           number of updates runs in one jitted lax.scan (UTD 1). Every `eval_every` steps the deterministic
+           policy is evaluated and its actor params saved as a snapshot (flax msgpack) with return and step.
+           Checkpoints (SAC state, replay buffer .npz, rngs, snapshot list) are written every
+           `checkpoint_every` steps at the next episode end, atomically, into `work_dir`.
+2. refs    ref_min_score = mean return of uniform random actions, ref_max_score = mean return of the expert
+           snapshot's deterministic policy (`reference_episodes` each, evaluated as ailot.evaluate does).
+3. data    ids `ailot/{env}/{kind}-v0` with env the gymnasium id lowercased without version (Hopper-v5 ->
+           hopper), written with Minari's DataCollector (rollouts) or create_dataset_from_buffers (buffer
+           slices, concatenations):
+           random         uniform random actions, `random_transitions` steps
+           medium         the snapshot whose eval return is closest to 1/3 of the expert's (D4RL), sampled
+           expert         the best snapshot, sampled (stochastic policy, as D4RL's SAC rollouts)
+           medium-replay  the replay buffer up to the medium snapshot's step, in its original episodes
+           medium-expert  medium's episodes followed by expert's
+           The last episode of a rollout dataset is cut (truncated) at the transition budget, as in D4RL.
+           Defaults are 100k transitions per rollout dataset (D4RL: 1M) to keep a CPU run short.
+
+Every dataset stores the env spec (its `eval_env`), the reference scores and the settings as JSON under the
+metadata key `ailot_collection`. Same settings and seed -> the same arrays, as far as MuJoCo is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.serialization
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ailot.data.generate import existing_settings
+from ailot.errors import AilotInputError
+from ailot.learners import base
+from ailot.learners.networks import MLP, TORCH_LINEAR_INIT, TwinCritic
+
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+# ------------------------------------------------------------------------------------------------------ SAC
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters (frozen: static jit data)."""
+
+    actor_lr: float = 3e-4  # Adam lr of the policy (SAC paper v2, Haarnoja et al. 2018b, Table 1)
+    critic_lr: float = 3e-4  # Adam lr of the twin Q (SAC paper v2 Table 1; CleanRL uses 1e-3)
+    temp_lr: float = 3e-4  # Adam lr of log(alpha) (SAC paper v2 Table 1)
+    hidden_dims: tuple[int, ...] = (256, 256)  # MLP widths of actor and critics (SAC paper v2 Table 1)
+    discount: float = 0.99  # gamma (SAC paper v2 Table 1)
+    tau: float = 0.005  # Polyak rate of the target critics, updated every step (SAC paper v2 Table 1)
+    init_temperature: float = 1.0  # initial alpha (softlearning / CleanRL log_alpha = 0)
+    target_entropy: float | None = None  # None: -action_dim (SAC paper v2 Table 1)
+    log_std_min: float = -5.0  # tanh-squashed log-std range (CleanRL sac_continuous_action LOG_STD_MIN)
+    log_std_max: float = 2.0  # (CleanRL LOG_STD_MAX)
+
+
+class TanhGaussianActor(nn.Module):
+    """obs [B, d] -> (mean [B, a], log_std [B, a]) of the pre-tanh Gaussian (CleanRL's Actor; its PyTorch
+    nn.Linear default init, which also spares XLA the QR decompositions of an orthogonal init)."""
+
+    hidden_dims: tuple[int, ...]
+    action_dim: int
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = MLP(self.hidden_dims, activate_final=True, kernel_init=TORCH_LINEAR_INIT)(observations)
+        mean = nn.Dense(self.action_dim, kernel_init=TORCH_LINEAR_INIT)(h)
+        log_std = jnp.tanh(nn.Dense(self.action_dim, kernel_init=TORCH_LINEAR_INIT)(h))
+        return mean, self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
+
+
+class Temperature(nn.Module):
+    """alpha = exp(log_alpha), one learned scalar."""
+
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return jnp.exp(self.param("log_alpha", lambda _: jnp.full((), math.log(self.init_value), jnp.float32)))
+
+
+def tanh_gaussian_sample(mean, log_std, key, scale, bias) -> tuple[jax.Array, jax.Array]:
+    """A reparameterised tanh-Gaussian action in env units [B, a] and its log-density [B]."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    logp = jnp.sum(-0.5 * ((u - mean) * jnp.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi), -1)
+    # log(1 - tanh(u)^2), stably: 2 (log 2 - u - softplus(-2u)); plus the rescaling to the action bounds
+    logp -= jnp.sum(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)) + jnp.log(scale), -1)
+    return jnp.tanh(u) * scale + bias, logp
+
+
+class SAC(flax.struct.PyTreeNode):
+    """Soft actor-critic state: actor, twin critics and their Polyak target, temperature, rng, config."""
+
+    rng: jax.Array
+    actor: Any  # TrainState of TanhGaussianActor
+    critic: Any  # TrainState of TwinCritic
+    target_critic_params: Any
+    temp: Any  # TrainState of Temperature
+    action_scale: jax.Array  # [a] (high - low) / 2
+    action_bias: jax.Array  # [a] (high + low) / 2
+    target_entropy: jax.Array  # float32 scalar; a leaf, not static: changing it does not recompile
+    config: SACConfig = flax.struct.field(pytree_node=False)
+
+    def sample(self, obs: jax.Array, key: jax.Array, params: Any = None) -> tuple[jax.Array, jax.Array]:
+        mean, log_std = base.call(self.actor, obs, params=params)
+        return tanh_gaussian_sample(mean, log_std, key, self.action_scale, self.action_bias)
+
+    def critic_loss(self, batch: base.Batch, params: Any, key: jax.Array) -> tuple[jax.Array, base.Info]:
+        next_a, next_logp = self.sample(batch["next_observations"], key)
+        next_q = jnp.min(base.call(self.critic, batch["next_observations"], next_a,
+                                   params=self.target_critic_params), axis=0)
+        alpha = base.call(self.temp)
+        target = batch["rewards"] + self.config.discount * (1.0 - batch["terminals"]) * (next_q - alpha * next_logp)
+        q = base.call(self.critic, batch["observations"], batch["actions"], params=params)  # [2, B]
+        loss = jnp.mean((q - jax.lax.stop_gradient(target)) ** 2, axis=1).sum()  # MSE(q1) + MSE(q2), CleanRL
+        return loss, {"critic_loss": loss, "q_mean": q.mean()}
+
+    def actor_loss(self, batch: base.Batch, params: Any, key: jax.Array) -> tuple[jax.Array, base.Info]:
+        actions, logp = self.sample(batch["observations"], key, params)
+        q = jnp.min(base.call(self.critic, batch["observations"], actions), axis=0)
+        loss = jnp.mean(base.call(self.temp) * logp - q)
+        return loss, {"actor_loss": loss, "entropy": -logp.mean()}
+
+    def temp_loss(self, entropy: jax.Array, params: Any) -> tuple[jax.Array, base.Info]:
+        alpha = base.call(self.temp, params=params)
+        loss = alpha * (entropy - self.target_entropy)  # alpha falls while entropy exceeds the target
+        return loss, {"temp_loss": loss, "alpha": alpha}
+
+    @jax.jit
+    def update(self, batch: base.Batch) -> tuple[SAC, base.Info]:
+        """One step in the order of the SAC v2 / CleanRL loop: critics, actor, temperature, target."""
+        rng, k_critic, k_actor = jax.random.split(self.rng, 3)
+        critic, c_info = base.apply_loss(self.critic, lambda p: self.critic_loss(batch, p, k_critic))
+        agent = self.replace(critic=critic)
+        actor, a_info = base.apply_loss(agent.actor, lambda p: agent.actor_loss(batch, p, k_actor))
+        temp, t_info = base.apply_loss(agent.temp, lambda p: agent.temp_loss(a_info["entropy"], p))
+        target = base.polyak(critic.params, self.target_critic_params, self.config.tau)
+        info = {**c_info, **a_info, **t_info}
+        return agent.replace(rng=rng, actor=actor, temp=temp, target_critic_params=target), info
+
+    @classmethod
+    def create(cls, seed: int, obs_dim: int, action_low: Any, action_high: Any,
+               config: SACConfig | None = None) -> SAC:
+        config = config or SACConfig()
+        low, high = base.resolve_bounds(len(np.atleast_1d(action_low)), action_low, action_high)
+        action_dim = int(low.shape[0])
+        rng, k_actor, k_critic = jax.random.split(jax.random.PRNGKey(seed), 3)
+        obs, act = jnp.zeros((1, obs_dim), jnp.float32), jnp.zeros((1, action_dim), jnp.float32)
+        actor_net = TanhGaussianActor(tuple(config.hidden_dims), action_dim, config.log_std_min, config.log_std_max)
+        actor = _make_state(actor_net, k_actor, (obs,), base.make_optimizer(config.actor_lr))
+        critic = _make_state(TwinCritic(tuple(config.hidden_dims), kernel_init=TORCH_LINEAR_INIT), k_critic, (obs, act),
+                             base.make_optimizer(config.critic_lr))
+        temp = _make_state(Temperature(config.init_temperature), k_critic, (), base.make_optimizer(config.temp_lr))
+        target_entropy = jnp.float32(-action_dim if config.target_entropy is None else config.target_entropy)
+        return cls(rng=rng, actor=actor, critic=critic, target_critic_params=critic.params, temp=temp,
+                   action_scale=(high - low) / 2, action_bias=(high + low) / 2, target_entropy=target_entropy,
+                   config=config)
+
+
+# base.make_state run eagerly compiles every init op on its own (orthogonal init: QR, ...), tens of seconds on
+# a busy CPU; jitted it is one compilation per network. Module and optimiser are static (hashable) arguments.
+_make_state = jax.jit(base.make_state, static_argnums=(0, 3))
+
+
+@jax.jit
+def update_chunk(sac: SAC, batches: base.Batch) -> tuple[SAC, base.Info]:
+    """One update per leading index of `batches` ([U, B, ...]) in a single lax.scan; infos averaged."""
+    sac, infos = jax.lax.scan(lambda s, b: s.update(b), sac, batches)
+    return sac, jax.tree.map(lambda x: x.mean(0), infos)
+
+
+@partial(jax.jit, static_argnums=0)
+def _policy_action(apply_fn, params, scale, bias, obs: jax.Array, key: jax.Array, deterministic: jax.Array):
+    """Actions [B, a] for obs [B, d]: tanh(mean) (deterministic) or a tanh-Gaussian sample, in env units."""
+    mean, log_std = apply_fn({"params": params}, obs)
+    sampled, _ = tanh_gaussian_sample(mean, log_std, key, scale, bias)
+    return jnp.where(deterministic, jnp.tanh(mean) * scale + bias, sampled)
+
+
+def policy_fn(sac: SAC, actor_params: Any, deterministic: bool) -> Callable[[np.ndarray, jax.Array], np.ndarray]:
+    """A `policy(obs [B, d], key) -> actions [B, a]` (float32) for ailot.evaluate and the rollouts; only the
+    actor's params cross into the jitted call (not the whole SAC state: less per-step dispatch work)."""
+    apply_fn, scale, bias, det = sac.actor.apply_fn, sac.action_scale, sac.action_bias, jnp.asarray(deterministic)
+    return lambda obs, key: np.asarray(_policy_action(apply_fn, actor_params, scale, bias,
+                                                      jnp.asarray(obs, jnp.float32), key, det))
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectSettings:
+    """Everything that determines the training run and the datasets (stored in each dataset's metadata)."""
+
+    env_id: str = "Hopper-v5"
+    seed: int = 0
+    train_steps: int = 1_000_000  # env steps of SAC training (D4RL trained its SAC for 1M-3M steps)
+    start_steps: int = 5_000  # uniform random actions before the first update (CleanRL learning_starts 5e3)
+    update_every: int = 50  # env steps between update chunks; each chunk does that many updates (UTD 1)
+    batch_size: int = 256  # (SAC paper v2 Table 1)
+    eval_every: int = 10_000  # env steps between deterministic evaluations + snapshots
+    eval_episodes: int = 5  # episodes per evaluation
+    checkpoint_every: int = 50_000  # env steps between checkpoints (taken at the next episode end)
+    reference_episodes: int = 50  # episodes per reference return (random, expert), as ailot.data.generate
+    random_transitions: int = 100_000  # D4RL: 1M (smaller default: a CPU-friendly size)
+    medium_transitions: int = 100_000  # D4RL: 1M
+    expert_transitions: int = 100_000  # D4RL: 1M
+    sac: SACConfig = SACConfig()
+
+    def train_dict(self) -> dict:
+        """The settings training depends on (dataset sizes and reference episodes may change afterwards)."""
+        d = dataclasses.asdict(self)
+        for k in ("reference_episodes", "random_transitions", "medium_transitions", "expert_transitions"):
+            d.pop(k)
+        return json.loads(json.dumps(d))
+
+    def dataset_dict(self, kind: str) -> dict:
+        """The settings dataset `kind` depends on: training, references and its own size(s)."""
+        own = {"random": ("random",), "medium": ("medium",), "expert": ("expert",), "medium-replay": (),
+               "medium-expert": ("medium", "expert")}[kind]
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        for k in ("random", "medium", "expert"):
+            if k not in own:
+                d.pop(f"{k}_transitions")
+        return d
+
+
+def env_name(env_id: str) -> str:
+    """'Hopper-v5' -> 'hopper', 'ns/Half_Cheetah-v1' -> 'half-cheetah' (the dataset ids' middle part)."""
+    return env_id.split("/")[-1].split("-v")[0].lower().replace("_", "-")
+
+
+def dataset_id(env_id: str, kind: str) -> str:
+    return f"ailot/{env_name(env_id)}/{kind}-v0"
+
+
+def check_settings(s: CollectSettings) -> None:
+    """Refuse bad inputs before any work: unknown env, non-Box spaces, non-positive sizes."""
+    import gymnasium as gym
+
+    from ailot.envs import env_spec_from
+
+    for name in ("train_steps", "update_every", "batch_size", "eval_every", "eval_episodes", "checkpoint_every",
+                 "reference_episodes", "random_transitions", "medium_transitions", "expert_transitions"):
+        value = getattr(s, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise AilotInputError(name, f"is {value!r}", "use a positive integer")
+    if not 0 <= s.start_steps <= s.train_steps:
+        raise AilotInputError("start_steps", f"is {s.start_steps}", f"use a value in [0, train_steps={s.train_steps}]")
+    if s.eval_every > s.train_steps:
+        raise AilotInputError("eval_every", f"{s.eval_every} > train_steps {s.train_steps}",
+                              "evaluate at least once during training (eval_every <= train_steps)")
+    if not s.sac.hidden_dims or min(s.sac.hidden_dims) < 1:
+        raise AilotInputError("hidden_dims", f"is {s.sac.hidden_dims}", "use positive layer widths, e.g. 256 256")
+    spec = env_spec_from(s.env_id)  # AilotInputError for an unknown id
+    env = gym.make(spec)
+    try:
+        act, obs = env.action_space, env.observation_space
+    finally:
+        env.close()
+    if not isinstance(act, gym.spaces.Box) or not np.all(np.isfinite(act.low)) or not np.all(np.isfinite(act.high)):
+        raise AilotInputError(f"env {s.env_id!r}", f"has action space {act}, SAC needs a bounded Box",
+                              "use a continuous-control env such as Hopper-v5")
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        raise AilotInputError(f"env {s.env_id!r}", f"has observation space {obs}, not a flat (1-d) Box",
+                              "use an env with array observations such as Hopper-v5")
+
+
+# ------------------------------------------------------------------------------------- checkpoint files
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+BUFFER_KEYS = {"observations": np.float64, "actions": np.float32, "rewards": np.float64,
+               "next_observations": np.float64, "terminations": bool, "truncations": bool}
+
+
+class ReplayBuffer:
+    """All transitions of the run, in order ([N, ...] arrays, no wrap-around: medium-replay slices it)."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int):
+        shapes = {"observations": (obs_dim,), "actions": (action_dim,), "next_observations": (obs_dim,)}
+        self.data = {k: np.zeros((capacity, *shapes.get(k, ())), t) for k, t in BUFFER_KEYS.items()}
+        self.size = 0
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        i = self.size
+        for k, v in zip(BUFFER_KEYS, (obs, action, reward, next_obs, terminated, truncated)):
+            self.data[k][i] = v
+        self.size += 1
+
+    def sample(self, rng: np.random.Generator, num: int, batch_size: int) -> dict[str, np.ndarray]:
+        """[num, batch_size, ...] float32 batches drawn uniformly with replacement (CleanRL's ReplayBuffer)."""
+        idx = rng.integers(0, self.size, (num, batch_size))
+        d = self.data
+        return {"observations": d["observations"][idx].astype(np.float32), "actions": d["actions"][idx],
+                "rewards": d["rewards"][idx].astype(np.float32),
+                "next_observations": d["next_observations"][idx].astype(np.float32),
+                "terminals": d["terminations"][idx].astype(np.float32)}
+
+    def save(self, path: Path) -> None:
+        _atomic_write(path, lambda f: np.savez(f, **{k: v[: self.size] for k, v in self.data.items()}))
+
+    def load(self, path: Path, size: int) -> None:
+        with np.load(path) as z:
+            for k in BUFFER_KEYS:
+                self.data[k][:size] = z[k][:size]
+        self.size = size
+
+
+def load_buffer(work_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The final replay buffer of a finished run in `work_dir` ({key: [N, ...]})."""
+    state = json.loads((Path(work_dir) / "state.json").read_text())
+    with np.load(Path(work_dir) / state["buffer_file"]) as z:
+        return {k: z[k][: state["step"]] for k in BUFFER_KEYS}
+
+
+def split_episodes(data: dict[str, np.ndarray], end: int) -> list[dict[str, np.ndarray]]:
+    """Transitions [0, end) of a buffer as episodes (observations [T+1, d], ...); a cut last episode is
+    marked truncated."""
+    stops = np.flatnonzero(data["terminations"][:end] | data["truncations"][:end]) + 1
+    if len(stops) == 0 or stops[-1] != end:
+        stops = np.append(stops, end)
+    out, start = [], 0
+    for stop in stops:
+        trunc = data["truncations"][start:stop].copy()
+        trunc[-1] |= not data["terminations"][stop - 1]
+        out.append({"observations": np.concatenate([data["observations"][start:stop],
+                                                    data["next_observations"][stop - 1: stop]]),
+                    "actions": data["actions"][start:stop], "rewards": data["rewards"][start:stop],
+                    "terminations": data["terminations"][start:stop], "truncations": trunc})
+        start = stop
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+class Stop(Exception):
+    """Raised by `train_sac` when `stop_after` steps are reached (after a checkpoint)."""
+
+
+def _evaluate(sac: SAC, params: Any, spec, episodes: int, seed: int, deterministic: bool = True) -> np.ndarray:
+    from ailot.evaluate import evaluate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return evaluate(policy_fn(sac, params, deterministic), spec, num_episodes=episodes,
+                        num_envs=min(episodes, 10), seed=seed).returns
+
+
+def _subseed(s: CollectSettings, *tags: int) -> int:
+    return int(np.random.SeedSequence([s.seed, *tags]).generate_state(1)[0] % (2**31 - 1))
+
+
+def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_after: int | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Train (or resume, or skip when done) SAC; returns the run state (snapshots, step, segments)."""
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    from ailot.envs import env_spec_from
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_path = work_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None and state["settings"] != s.train_dict():
+        raise AilotInputError(f"work dir {str(work_dir)!r}", "holds a run with other training settings "
+                              f"{state['settings']}", "use another --work-dir, the same settings, or --overwrite")
+    if state is not None and state["training_done"]:
+        return state
+    spec = env_spec_from(s.env_id)
+    env = gym.make(spec)
+    obs_dim, action_dim = int(np.prod(env.observation_space.shape)), int(env.action_space.shape[0])
+    low, high = env.action_space.low, env.action_space.high
+    sac = SAC.create(s.seed, obs_dim, low, high, s.sac)
+    buffer = ReplayBuffer(s.train_steps, obs_dim, action_dim)
+    rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0]))
+    act_key = jax.random.PRNGKey(_subseed(s, 1))
+    if state is None:
+        state = {"settings": s.train_dict(), "step": 0, "segments": [], "snapshots": [], "training_done": False,
+                 "episodes": 0}
+    else:  # resume: every random stream and the buffer as of the checkpoint
+        sac = flax.serialization.from_bytes(sac, (work_dir / state["sac_file"]).read_bytes())
+        buffer.load(work_dir / state["buffer_file"], state["step"])
+        rng.bit_generator.state = state["np_rng"]
+        act_key = jnp.asarray(np.asarray(state["act_key"], np.uint32))
+        log(f"ailot.data.collect: resuming training at step {state['step']} from {work_dir}")
+    start = step = state["step"]
+    state["segments"].append([start, start])
+    (work_dir / "snapshots").mkdir(exist_ok=True)
+
+    def checkpoint() -> None:
+        sac_file, buffer_file = f"sac-{step}.msgpack", f"buffer-{step}.npz"
+        _atomic_write(work_dir / sac_file, lambda f: f.write(flax.serialization.to_bytes(sac)))
+        buffer.save(work_dir / buffer_file)
+        old = [state.get("sac_file"), state.get("buffer_file")]
+        state.update(step=step, sac_file=sac_file, buffer_file=buffer_file, np_rng=rng.bit_generator.state,
+                     act_key=np.asarray(act_key).tolist())
+        state["segments"][-1][1] = step
+        _write_json(state_path, state)  # the commit point: it names the files of this checkpoint
+        for f in old:
+            if f and f not in (sac_file, buffer_file):
+                (work_dir / f).unlink(missing_ok=True)
+
+    bar = tqdm(total=s.train_steps, initial=step, desc=f"SAC {s.env_id}", disable=not progress, unit="step")
+    t0, last_ckpt, ep_return, last_eval = time.perf_counter(), step, 0.0, float("nan")
+    obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+    try:
+        while step < s.train_steps:
+            if step < s.start_steps:
+                action = rng.uniform(low, high).astype(np.float32)
+            else:
+                act_key, key = jax.random.split(act_key)
+                action = policy_fn(sac, sac.actor.params, False)(obs[None], key)[0]
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            buffer.add(obs, action, reward, next_obs, terminated, truncated)
+            ep_return += float(reward)
+            step += 1
+            bar.update(1)
+            if step % s.update_every == 0 and step > s.start_steps:
+                batches = buffer.sample(rng, s.update_every, s.batch_size)
+                sac, _ = update_chunk(sac, batches)
+            if step % s.eval_every == 0 or step == s.train_steps:
+                returns = _evaluate(sac, sac.actor.params, spec, s.eval_episodes, _subseed(s, 2, step))
+                path = work_dir / "snapshots" / f"actor-{step}.msgpack"
+                blob = flax.serialization.to_bytes(sac.actor.params)
+                _atomic_write(path, lambda f, b=blob: f.write(b))
+                last_eval = float(returns.mean())
+                state["snapshots"] = [x for x in state["snapshots"] if x["step"] != step] + [
+                    {"step": step, "return_mean": last_eval, "return_std": float(returns.std()),
+                     "file": str(path.relative_to(work_dir))}]
+                rate = (step - start) / (time.perf_counter() - t0)
+                bar.write(f"eval step={step} return={last_eval:.1f} +- {returns.std():.1f} "
+                          f"steps/s={rate:.0f} elapsed={time.perf_counter() - t0:.0f}s")
+            if terminated or truncated:
+                state["episodes"] += 1
+                bar.set_postfix(ep_return=f"{ep_return:.0f}", eval=f"{last_eval:.0f}")
+                ep_return = 0.0
+                if step - last_ckpt >= s.checkpoint_every or (stop_after is not None and step >= stop_after):
+                    checkpoint()
+                    last_ckpt = step
+                    if stop_after is not None and step >= stop_after and step < s.train_steps:
+                        raise Stop(f"stopped at step {step} (stop_after={stop_after})")
+                obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+            else:
+                obs = next_obs
+        state["training_done"] = True
+        checkpoint()
+    finally:
+        bar.close()
+        env.close()
+    return state
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+def _rollouts(collector, policy, n: int, seed: int, bar) -> None:
+    """`n` transitions of `policy(obs [1, d], key)` through a Minari DataCollector (last episode cut)."""
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    done, steps = True, 0
+    while steps < n:
+        if done:
+            obs, _ = collector.reset(seed=int(rng.integers(2**31 - 1)))
+        key, sub = jax.random.split(key)
+        action = np.asarray(policy(obs[None], sub)[0], np.float32)
+        obs, _, terminated, truncated, _ = collector.step(action)
+        done = terminated or truncated
+        steps += 1
+        bar.update(1)
+
+
+def _meta(s: CollectSettings, kind: str, snapshots: dict) -> str:
+    return json.dumps({**s.dataset_dict(kind), "snapshots": snapshots}, sort_keys=True)
+
+
+def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike | None = None,
+            root: str | os.PathLike | None = None, *, overwrite: bool = False, progress: bool = True,
+            stop_after: int | None = None, train_only: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run every stage not yet done; returns {'ids': {kind: id}, 'refs': (min, max), 'snapshots': ...}.
+
+    `root` sets MINARI_DATASETS_PATH for this process; `work_dir` (default ~/.cache/ailot/collect/{env}-seed{seed})
+    holds checkpoints and snapshots. `stop_after` ends training (raising `Stop`) at the first checkpoint at or
+    after that many env steps; a rerun resumes there. Existing datasets with other settings need `overwrite`.
+    """
+    import gymnasium as gym
+    import minari
+    from minari import DataCollector
+    from minari.data_collector import EpisodeBuffer
+    from minari.storage import get_dataset_path
+    from tqdm.auto import tqdm
+
+    from ailot.envs import env_spec_from
+
+    s = settings or CollectSettings()
+    check_settings(s)
+    if root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(root)
+    work = Path(work_dir or Path.home() / ".cache" / "ailot" / "collect" / f"{env_name(s.env_id)}-seed{s.seed}")
+    ids = {kind: dataset_id(s.env_id, kind) for kind in KINDS}
+    todo = []
+    for kind in KINDS:  # before training: a clash must not surface after an hour of it
+        have = existing_settings(ids[kind], "ailot_collection")
+        if have is None:
+            todo.append(kind)
+        elif {k: v for k, v in have.items() if k != "snapshots"} != s.dataset_dict(kind) or overwrite:
+            if not overwrite:
+                raise AilotInputError(f"dataset {ids[kind]!r}", f"exists with other settings {have}",
+                                      "pass overwrite=True (--overwrite) to replace it, or use another --root")
+            todo.append(kind)
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    state = train_sac(s, work, progress, stop_after, log)
+    if train_only:
+        return {"ids": ids, "snapshots": state["snapshots"], "state": state}
+
+    spec = env_spec_from(s.env_id)
+    env = gym.make(spec)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    sac = SAC.create(s.seed, obs_dim, env.action_space.low, env.action_space.high, s.sac)
+    env.close()
+    snaps = state["snapshots"]
+    expert = max(snaps, key=lambda x: (x["return_mean"], x["step"]))
+    others = [x for x in snaps if x is not expert] or [expert]
+    medium = min(others, key=lambda x: (abs(x["return_mean"] - expert["return_mean"] / 3), x["step"]))
+    params = {name: flax.serialization.from_bytes(sac.actor.params, (work / x["file"]).read_bytes())
+              for name, x in (("medium", medium), ("expert", expert))}
+    chosen = {"medium": medium, "expert": expert}
+
+    def random_policy(obs: np.ndarray, key: jax.Array) -> np.ndarray:
+        u = jax.random.uniform(key, (len(obs), len(sac.action_scale)), minval=-1.0, maxval=1.0)
+        return np.asarray(u * sac.action_scale + sac.action_bias, np.float32)
+
+    refs_path = work / "references.json"
+    refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
+    if refs is None or refs["episodes"] != s.reference_episodes:
+        from ailot.evaluate import evaluate
+
+        lo = evaluate(random_policy, spec, num_episodes=s.reference_episodes, num_envs=min(10, s.reference_episodes),
+                      seed=_subseed(s, 3)).returns
+        hi = _evaluate(sac, params["expert"], spec, s.reference_episodes, _subseed(s, 4))
+        refs = {"episodes": s.reference_episodes, "ref_min_score": float(lo.mean()), "ref_max_score": float(hi.mean())}
+        _write_json(refs_path, refs)
+    ref = (refs["ref_min_score"], refs["ref_max_score"])
+    common = dict(eval_env=spec, algorithm_name="ailot SAC (JAX)", author="ailot", ref_min_score=ref[0],
+                  ref_max_score=ref[1], num_episodes_average_score=s.reference_episodes,
+                  requirements=[f"gymnasium>={gym.__version__}"])
+
+    def write(kind: str, make: Callable[[], Any], description: str) -> None:
+        if kind not in todo:
+            return
+        if existing_settings(ids[kind], "ailot_collection") is not None:
+            shutil.rmtree(get_dataset_path(ids[kind]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing author e-mail / permalink warnings
+            dataset = make(description)
+        dataset.storage.update_metadata({"ailot_collection": _meta(s, kind, chosen)})
+        log(f"ailot.data.collect: wrote {ids[kind]} ({dataset.total_steps} transitions, "
+            f"{dataset.total_episodes} episodes) -> {get_dataset_path(ids[kind])}")
+
+    def rollout_dataset(kind: str, policy, n: int, tag: int):
+        def make(description):
+            collector = DataCollector(gym.make(spec))
+            with tqdm(total=n, desc=ids[kind], disable=not progress, unit="step") as bar:
+                _rollouts(collector, policy, n, _subseed(s, 5, tag), bar)
+            out = collector.create_dataset(dataset_id=ids[kind], description=description, **common)
+            collector.close()
+            return out
+        return make
+
+    def buffer_dataset(kind: str, episodes: list[dict]):
+        def make(description):
+            buf = [EpisodeBuffer(id=i, **ep) for i, ep in enumerate(episodes)]
+            return minari.create_dataset_from_buffers(dataset_id=ids[kind], buffer=buf, env=spec,
+                                                      description=description, **common)
+        return make
+
+    write("random", rollout_dataset("random", random_policy, s.random_transitions, 0),
+          "Uniform random actions.")
+    write("medium", rollout_dataset("medium", policy_fn(sac, params["medium"], False), s.medium_transitions, 1),
+          f"SAC snapshot at step {medium['step']} (eval return {medium['return_mean']:.1f}, closest to 1/3 of "
+          "the expert's), actions sampled from the policy.")
+    write("expert", rollout_dataset("expert", policy_fn(sac, params["expert"], False), s.expert_transitions, 2),
+          f"Best SAC snapshot, step {expert['step']} (eval return {expert['return_mean']:.1f}), actions sampled.")
+    if "medium-replay" in todo:
+        write("medium-replay", buffer_dataset("medium-replay", split_episodes(load_buffer(work), medium["step"])),
+              f"SAC replay buffer up to the medium snapshot (step {medium['step']}), in its episodes.")
+    if "medium-expert" in todo:
+        parts = [_episodes_of(ids["medium"]), _episodes_of(ids["expert"])]
+        write("medium-expert", buffer_dataset("medium-expert", parts[0] + parts[1]),
+              "The medium dataset's episodes followed by the expert dataset's.")
+    return {"ids": ids, "refs": ref, "snapshots": snaps, "medium": medium, "expert": expert, "state": state}
+
+
+def _episodes_of(dataset_id_: str) -> list[dict]:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = minari.load_dataset(dataset_id_)
+    return [{"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+             "terminations": ep.terminations, "truncations": ep.truncations} for ep in ds.iterate_episodes()]
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ailot.data.collect", description=__doc__.split("\n\n")[0])
+    d = CollectSettings()
+    p.add_argument("--env", default=d.env_id, help="gymnasium env id with a Box action space")
+    p.add_argument("--seed", type=int, default=d.seed)
+    for name in ("train_steps", "start_steps", "update_every", "batch_size", "eval_every", "eval_episodes",
+                 "checkpoint_every", "reference_episodes", "random_transitions", "medium_transitions",
+                 "expert_transitions"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {getattr(d, name)}")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="MLP widths (default 256 256)")
+    p.add_argument("--work-dir", default=None, help="checkpoints/snapshots (default ~/.cache/ailot/collect/...)")
+    p.add_argument("--root", default=None, help="datasets folder (sets MINARI_DATASETS_PATH)")
+    p.add_argument("--overwrite", action="store_true", help="retrain and replace existing datasets")
+    p.add_argument("--stop-after", type=int, default=None, help="stop training at the first checkpoint after N steps")
+    p.add_argument("--train-only", action="store_true", help="train (and snapshot) only; write no datasets")
+    p.add_argument("--quick", action="store_true", help="smoke size: 5000 steps, 1000-step datasets, [64, 64]")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    base_settings = (dict(train_steps=5000, start_steps=1000, eval_every=1000, checkpoint_every=1000,
+                          reference_episodes=5, random_transitions=1000, medium_transitions=1000,
+                          expert_transitions=1000) if args.quick else {})
+    overrides = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(d)} and v is not None}
+    sac = SACConfig(hidden_dims=tuple(args.hidden) if args.hidden else ((64, 64) if args.quick else (256, 256)))
+    try:
+        settings = CollectSettings(env_id=args.env, **{**base_settings, **overrides}, sac=sac)
+        out = collect(settings, args.work_dir, args.root, overwrite=args.overwrite, progress=not args.no_progress,
+                      stop_after=args.stop_after, train_only=args.train_only)
+    except AilotInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Stop as exc:
+        print(f"ailot.data.collect: {exc}; rerun the same command to resume")
+        return 0
+    print(f"ailot.data.collect: references {out.get('refs')}; datasets {sorted(out['ids'].values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
