@@ -530,3 +530,14 @@ def test_local_autoscale_head_binds_dashboard_to_loopback(tmp_path, monkeypatch)
     cmd = seen["cmd"]
     assert "--node-ip-address=127.0.0.1" in cmd and "--dashboard-host=127.0.0.1" in cmd
     assert not any("0.0.0.0" in part for part in cmd)
+
+
+def test_input_error_survives_ray_serialization():
+    """Ray pickles an error raised in a trial or task; it must arrive as itself, not as a TypeError."""
+    import copy
+
+    from ray import cloudpickle
+
+    err = AilotInputError("RLlib checkpoint 'x'", "cannot be read", "delete the trial's checkpoints")
+    for back in (cloudpickle.loads(cloudpickle.dumps(err)), copy.deepcopy(err)):
+        assert isinstance(back, AilotInputError) and str(back) == str(err) and back.fix == err.fix
