@@ -2,6 +2,7 @@
 (one dispatch per chunk) against a Python loop of one jitted `update` per step, side by side.
 
     python benchmarks/bench_learners.py --steps 500
+    python benchmarks/bench_learners.py --steps 200 --learners iql --rllib    # + RLlib's IQL (torch), same data
 
 Synthetic data with HalfCheetah's dimensions (obs 17, actions 6); compile time is excluded (each path
 is run once before timing).
@@ -49,6 +50,27 @@ def time_loop(learner, data, steps: int, batch: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def time_rllib(name: str, data, steps: int, batch: int, obs_dim: int, action_dim: int) -> float:
+    """Updates/s of RLlib's learner for `name` (ailot.learners.rllib, torch, the papers' settings) on the same
+    transitions, sampled uniformly as the sweep's RLlib trials do."""
+    from ray.rllib.core.columns import Columns
+
+    from ailot.learners.rllib import RLlibLearner, rllib_algo_config
+
+    settings = learners.make_config(f"rllib_{name}", {"max_steps": steps})
+    algo = rllib_algo_config(settings, obs_dim, -np.ones(action_dim), np.ones(action_dim), batch, seed=0)
+    learner = RLlibLearner(settings, algo, 0)
+    columns = {Columns.OBS: "observations", Columns.ACTIONS: "actions", Columns.REWARDS: "rewards",
+               Columns.NEXT_OBS: "next_observations"}
+    arrays = {c: np.asarray(data[k], np.float32) for c, k in columns.items()}
+    arrays[Columns.TERMINATEDS] = np.asarray(data["terminals"], bool)
+    arrays[Columns.TRUNCATEDS] = np.zeros(len(arrays[Columns.OBS]), bool)
+    learner.train(arrays, 2)  # warm-up
+    t0 = time.perf_counter()
+    learner.train(arrays, steps)
+    return steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="timed updates per path and learner")
@@ -56,6 +78,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learners", nargs="+", default=["iql", "diffusion_ql"], choices=sorted(learners.LEARNERS))
     parser.add_argument("--dataset-size", type=int, default=100_000)
+    parser.add_argument("--rllib", action="store_true",
+                        help="also time RLlib's IQL/BC where those are benchmarked (needs the rllib extra)")
     args = parser.parse_args()
     chunk = args.chunk or args.steps
     obs_dim, action_dim = 17, 6
@@ -71,6 +95,10 @@ def main() -> None:
     print(f"{'learner':<14}{'scan upd/s':>12}{'loop upd/s':>12}{'scan/loop':>11}")
     for name, scan, loop in rows:
         print(f"{name:<14}{scan:>12.1f}{loop:>12.1f}{scan / loop:>10.2f}x")
+    if args.rllib:
+        for name, scan, _ in [r for r in rows if r[0] in ("iql", "bc")]:
+            rl = time_rllib(name, data, args.steps, args.batch_size, obs_dim, action_dim)
+            print(f"rllib_{name:<8}{rl:>12.1f} upd/s (torch, one update per call); ailot scan is {scan / rl:.1f}x")
 
 
 if __name__ == "__main__":
