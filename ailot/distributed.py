@@ -86,6 +86,16 @@ def plan_shards(lengths: np.ndarray, num_actors: int, min_bucket: int = 64, max_
     return shards
 
 
+def pick_shard(queue: list[int], bucket: list[int], mine: set[int], others: set[int]) -> int:
+    """Position in `queue` of the shard an idle actor takes: the first of a bucket it has compiled, else of one
+    no other actor has, else the first (work beats an idle actor). A bucket costs each actor one compile."""
+    for wanted in (lambda b: b in mine, lambda b: b not in others):
+        for pos, shard_id in enumerate(queue):
+            if wanted(bucket[shard_id]):
+                return pos
+    return 0
+
+
 class RelabelPool:
     """A pool of Ray actors for relabelling. Use as a context manager; `ray.init` must have been called."""
 
@@ -106,6 +116,7 @@ class RelabelPool:
         )
         self._cls = ray.remote(RelabelWorker)
         self.actors = [self._new_actor() for _ in range(num_actors)]
+        self.compiled: dict[int, set[int]] = {}  # id(actor) -> bucket lengths it has solved (compiled for)
         self.replacements = 0
         self.puts = 0  # objects put in the store (encoder, expert set): once per request
 
@@ -162,10 +173,20 @@ class RelabelPool:
             if on_submit is not None:
                 on_submit(actor, shard_id)
 
+        bucket = [bucket_length(int(agent.lengths[idx].max()), min_bucket) for idx in shards]
+
+        def next_shard(actor) -> int:
+            mine = self.compiled.setdefault(id(actor), set())
+            others = set().union(*(b for a, b in self.compiled.items() if a != id(actor)))
+            return queue.pop(pick_shard(queue, bucket, mine, others))
+
         bar = tqdm(total=int(agent.lengths.sum()), desc="relabel", unit="tr", disable=not progress)
         while queue or pending:
             while queue and idle:
-                submit(idle.pop(), queue.pop(0))
+                actor = idle.pop()
+                shard_id = next_shard(actor)
+                self.compiled[id(actor)].add(bucket[shard_id])
+                submit(actor, shard_id)
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
             shard_id, actor = pending.pop(ref)
@@ -174,6 +195,7 @@ class RelabelPool:
             except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
                 log.warning("relabel actor died on shard %d; re-running it on a replacement actor", shard_id)
                 self.actors.remove(actor)
+                self.compiled.pop(id(actor), None)
                 replacement = self._new_actor()
                 self.actors.append(replacement)
                 self.replacements += 1

@@ -9,7 +9,7 @@ from conftest import local_ray
 from ailot import pipeline
 from ailot.cache import ArrayCache
 from ailot.data.loading import load_minari
-from ailot.distributed import RelabelPool, plan_shards
+from ailot.distributed import RelabelPool, pick_shard, plan_shards
 from ailot.intents import ICVFConfig, pretrain
 from ailot.labellers import label
 
@@ -47,6 +47,14 @@ def test_shards_cover_every_episode_once_largest_bucket_first():
     assert set(shards[0].tolist()) <= {1, 5}  # the 512 bucket first
 
 
+def test_idle_actor_takes_a_bucket_it_compiled_then_a_new_one_then_any():
+    bucket = [512, 512, 256, 128, 128]  # shard -> its length bucket
+    assert pick_shard([0, 1, 2, 3, 4], bucket, mine={128}, others={512}) == 3  # its own bucket first
+    assert pick_shard([0, 1, 2, 3, 4], bucket, mine=set(), others={512}) == 2  # else one nobody compiled
+    assert pick_shard([0, 1], bucket, mine={128}, others={512}) == 0  # else work rather than idle
+    assert pick_shard([1, 4], bucket, mine=set(), others=set()) == 0  # fresh pool: largest first
+
+
 @pytest.mark.slow
 def test_pool_equals_local_and_broadcasts_once(ray_local, setup):
     agent, expert, encoder, local = setup
@@ -56,6 +64,7 @@ def test_pool_equals_local_and_broadcasts_once(ray_local, setup):
                            on_submit=lambda actor, shard: submitted.append(shard))
         assert pool.puts == 2  # encoder and expert set, once per request, not per shard
         assert len(submitted) > 2  # several shards, so the broadcast really was shared
+        assert len(pool.compiled) == 2 and all(pool.compiled.values())  # both actors worked
     for got, want in zip(out, local):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
     assert out[0].shape == (agent.num_transitions,)
