@@ -113,7 +113,7 @@ def test_second_request_hits_the_cache(ray_local, setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_shards_land_on_both_nodes_of_a_two_node_cluster(setup):
+def test_two_node_cluster_shards_land_on_both_nodes_and_survive_a_killed_actor(setup):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -128,8 +128,19 @@ def test_shards_land_on_both_nodes_of_a_two_node_cluster(setup):
         with RelabelPool(num_actors=2) as pool:
             nodes = set(ray.get([a.node_id.remote() for a in pool.actors]))
             out = pool.relabel(agent, expert, encoder, SETTINGS[:1], progress=False, max_shard_transitions=800)
+            killed = []  # then an actor killed mid-request on this multi-node cluster: replaced, same rewards
+
+            def kill_first(actor, shard):
+                if not killed:
+                    killed.append(ray.get(actor.node_id.remote()))
+                    ray.kill(actor)
+
+            again = pool.relabel(agent, expert, encoder, SETTINGS[:1], progress=False, max_shard_transitions=800,
+                                 on_submit=kill_first)
+            assert pool.replacements >= 1 and killed
         assert len(nodes) == 2
         np.testing.assert_allclose(out[0], local[0], rtol=RTOL, atol=1e-5)
+        np.testing.assert_allclose(again[0], local[0], rtol=RTOL, atol=1e-5)
     finally:
         ray.shutdown()
         cluster.shutdown()
