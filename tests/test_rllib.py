@@ -119,3 +119,28 @@ def test_rllib_learner_checkpoint_resumes_exactly(tmp_path):
     with pytest.raises(AilotInputError, match="other learner settings"):
         other = learners.make_config("rllib_iql", {"max_steps": 10, "hidden_dims": [8, 8], "expectile": 0.8})
         learners.load(tmp_path / "learner.msgpack", RLlibLearner(other, algo, 0))
+
+
+def test_rllib_cql_updates_its_networks_and_entropy_temperature():
+    """The Learner is built once: a second build() left CQL's log-alpha outside its optimizer (no gradient)."""
+    import numpy as np
+    from ray.rllib.core.columns import Columns
+
+    from ailot import learners
+    from ailot.learners.rllib import RLlibLearner, rllib_algo_config
+
+    settings = learners.make_config("rllib_cql", {"max_steps": 10, "hidden_dims": [8, 8]}, task_family="maze2d")
+    assert settings.min_q_weight == 10.0  # maze preset
+    algo = rllib_algo_config(settings, 4, [-1.0, -1.0], [1.0, 1.0], batch_size=8, seed=0)
+    rng, n = np.random.default_rng(0), 64
+    data = {Columns.OBS: rng.normal(size=(n, 4)).astype(np.float32), Columns.TERMINATEDS: np.zeros(n, bool),
+            Columns.ACTIONS: rng.uniform(-1, 1, (n, 2)).astype(np.float32), Columns.TRUNCATEDS: np.zeros(n, bool),
+            Columns.NEXT_OBS: rng.normal(size=(n, 4)).astype(np.float32),
+            Columns.REWARDS: rng.normal(size=n).astype(np.float32)}
+    learner = RLlibLearner(settings, algo, 0)
+    log_alpha = float(learner.learner.curr_log_alpha["default_policy"].detach())
+    before = [p.detach().clone() for p in learner.learner.module["default_policy"].parameters()]
+    learner.train(data, 5)
+    after = list(learner.learner.module["default_policy"].parameters())
+    assert learner.step == 5 and float(learner.learner.curr_log_alpha["default_policy"].detach()) != log_alpha
+    assert sum(not bool((a.detach() == b).all()) for a, b in zip(after, before)) > len(before) // 2

@@ -34,9 +34,7 @@ states; `Learner.get_state()`), the update count and the sampling rng into the t
 (`RLlibLearner.save`), so a retried or resumed trial continues from its last evaluation with no update repeated
 and no row duplicated, exactly like the JAX learners.
 
-Not done: `rllib_cql` validates its settings but its first update fails inside RLlib 2.60's CQLTorchLearner
-(`compute_gradients`: a parameter of one optimizer gets no gradient, `p.grad` is None) when driven through
-`learner.update(batch=...)`; rllib_bc, rllib_marwil and rllib_iql train.
+Not done: the actor's cosine lr decay that our IQL has; RLlib's learners keep a constant lr.
 
 Standalone use on an export (through RLlib's own `algo.train()` and Ray Data; fine outside Tune with free CPUs):
 
@@ -372,8 +370,8 @@ class RLlibLearner:
         torch.manual_seed(seed)
         spaces = (config.observation_space, config.action_space)
         self.settings = settings
+        # build_learner also builds: a second build() re-creates SAC/CQL's log-alpha outside its optimizer
         self.learner = config.build_learner(env=None, spaces={"__env__": spaces, DEFAULT_MODULE_ID: spaces})
-        self.learner.build()
         self.step = 0
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.batch_size = config.train_batch_size_per_learner
