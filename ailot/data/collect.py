@@ -548,7 +548,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         shutil.rmtree(work)
     state = train_sac(s, work, progress, stop_after, log)
     if train_only:
-        return {"ids": ids, "snapshots": state["snapshots"], "state": state}
+        return {"ids": ids, "snapshots": state["snapshots"], "state": state, "work_dir": str(work)}
 
     spec = env_spec_from(s.env_id)
     env = gym.make(spec)
@@ -674,7 +674,11 @@ def main(argv: list[str] | None = None) -> int:
     except Stop as exc:
         print(f"ailot.data.collect: {exc}; rerun the same command to resume")
         return 0
-    print(f"ailot.data.collect: references {out.get('refs')}; datasets {sorted(out['ids'].values())}")
+    if args.train_only:
+        print(f"ailot.data.collect: training done ({settings.train_steps} steps); checkpoints and snapshots in "
+              f"{out['work_dir']}; rerun without --train-only to write the datasets")
+    else:
+        print(f"ailot.data.collect: references {out.get('refs')}; datasets {sorted(out['ids'].values())}")
     return 0
 
 
