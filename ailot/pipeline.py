@@ -206,37 +206,42 @@ def run_trial(
 
     `restore(like)` returns (learner, rows) from a checkpoint or None; `report(row, learner)` must persist
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
-    RLlib learners (`rllib_*`) run through ailot.learners.rllib.run_rllib_trial with the same rows.
+    RLlib learners (`rllib_*`) come from ailot.learners.rllib.trial_learner and go through the same loop.
     """
     from ailot import learners
 
     name = trial["learner"]
-    if name.startswith("rllib_"):
-        from ailot.learners.rllib import run_rllib_trial
-
-        return run_rllib_trial(trial, cfg, agent, rewards, rewards_key=rewards_key, restore=restore, report=report,
-                               fail_hook=fail_hook)
     learner_cfg = learner_config(trial, cfg)
     prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key)
-    learner = learners.get_learner(name).create(trial["seed"], agent.obs_dim, agent.action_dim, learner_cfg,
-                                               action_low=prep["action_low"], action_high=prep["action_high"])
+    if name.startswith("rllib_"):
+        from ailot.learners.rllib import trial_learner
+
+        learner, train, policy = trial_learner(trial, cfg, agent, prep, learner_cfg)
+    else:
+        import jax.numpy as jnp
+
+        learner = learners.get_learner(name).create(trial["seed"], agent.obs_dim, agent.action_dim, learner_cfg,
+                                                   action_low=prep["action_low"], action_high=prep["action_high"])
+        device_data = {k: jnp.asarray(v) for k, v in prep["data"].items()}
+
+        def train(learner, n: int):
+            return learners.train(learner, device_data, n, cfg.train.batch_size, chunk=min(cfg.train.chunk, n))[0]
+
+        def policy(learner):
+            return functools.partial(learners.act, learner)
+
     restored = restore(learner) if restore else None
     if restored is not None:
         learner = restored
     t0 = time.time()
-    import jax.numpy as jnp
-
-    device_data = {k: jnp.asarray(v) for k, v in prep["data"].items()}
     for target in eval_steps(cfg.train):
         step = int(learner.step)
         if step >= target:
             continue  # already done before a restore
         if fail_hook is not None:
             fail_hook(step)
-        learner, _ = learners.train(learner, device_data, target - step, cfg.train.batch_size,
-                                    chunk=min(cfg.train.chunk, target - step))
-        row = evaluation_row(functools.partial(learners.act, learner), int(learner.step), prep, trial, cfg, agent, t0)
-        report(row, learner)
+        learner = train(learner, target - step)
+        report(evaluation_row(policy(learner), int(learner.step), prep, trial, cfg, agent, t0), learner)
 
 
 def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewards: np.ndarray | None,

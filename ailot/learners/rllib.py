@@ -10,7 +10,7 @@ sweep at load time):
       rllib_bc: {}                         # BC = MARWIL with beta 0; ignores rewards (one trial per seed)
       rllib_marwil: {}
 
-`run_rllib_trial` (called by `pipeline.run_trial` for `rllib_*`) runs a trial the way our JAX learners do: the
+`trial_learner` gives `pipeline.run_trial` the learner of an `rllib_*` trial, which then runs as ours do: the
 same transitions and rewards after the same reward scaling (`pipeline.prepare_trial`), exported with
 `ailot.export` into the trial's directory (`rllib-export/`) and read back from that Parquet, `train.steps`
 RLlib updates of `train.batch_size` transitions sampled uniformly (as our learners sample), an evaluation after
@@ -463,18 +463,9 @@ def _trial_dir() -> Path:
     return Path(trial_dir) if trial_dir else Path(tempfile.mkdtemp(prefix="ailot-rllib-"))
 
 
-def run_rllib_trial(
-    trial: dict[str, Any],
-    cfg,
-    agent,
-    rewards: np.ndarray | None,
-    *,
-    rewards_key: str | None = None,
-    restore: Callable[[Any], Any] | None = None,
-    report: Callable[[dict, Any], None],
-    fail_hook: Callable[[int], None] | None = None,
-) -> None:
-    """`pipeline.run_trial` for an `rllib_*` learner: export, train with RLlib, evaluate and report as ours do."""
+def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], settings):
+    """For `pipeline.run_trial`: the RLlib learner of an `rllib_*` trial, trained on the trial's transitions
+    exported to Parquet, with `train(learner, n) -> learner` and `policy(learner) -> (obs, key) -> actions`."""
     import logging
 
     import torch
@@ -486,8 +477,6 @@ def run_rllib_trial(
     log = logging.getLogger(__name__)
     ds = cfg.dataset(trial["dataset"])
     name = trial["learner"]
-    settings = pipeline.learner_config(trial, cfg)
-    prep = pipeline.prepare_trial(trial, cfg, agent, rewards, settings, rewards_key=rewards_key)
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     setting = trial["labeller"]
     out = export_dataset(
@@ -505,18 +494,11 @@ def run_rllib_trial(
         data[Columns.VALUE_TARGETS] = _returns_to_go(arrays["rewards"], arrays["eps_id"], settings.discount)
     config = rllib_algo_config(settings, agent.obs_dim, prep["action_low"], prep["action_high"],
                                cfg.train.batch_size, trial["seed"])
-    learner = RLlibLearner(settings, config, trial["seed"])
-    restored = restore(learner) if restore else None
-    if restored is not None:
-        learner = restored
-    t0 = time.time()
-    for target in pipeline.eval_steps(cfg.train):
-        if learner.step >= target:
-            continue  # already done before a restore
-        if fail_hook is not None:
-            fail_hook(learner.step)
-        t1, start = time.time(), learner.step
-        learner.train(data, target - learner.step)
-        log.info("%s: updates %d-%d at %.1f updates/s", name, start, learner.step,
-                 (learner.step - start) / (time.time() - t1))
-        report(pipeline.evaluation_row(learner.policy(), learner.step, prep, trial, cfg, agent, t0), learner)
+
+    def train(learner: RLlibLearner, n: int) -> RLlibLearner:
+        t0, start = time.time(), learner.step
+        learner.train(data, n)
+        log.info("%s: updates %d-%d at %.1f updates/s", name, start, learner.step, n / (time.time() - t0))
+        return learner
+
+    return RLlibLearner(settings, config, trial["seed"]), train, RLlibLearner.policy
