@@ -197,3 +197,41 @@ def test_bad_inputs_fail_before_work(tmp_path, change, what):
         collect(dataclasses.replace(TINY, **change), tmp_path / "work", tmp_path / "minari", progress=False)
     assert "Fix:" in str(info.value)
     assert not (tmp_path / "work").exists()
+
+
+def test_collected_data_runs_through_the_sweep_stages(tiny_run, tmp_path, monkeypatch):
+    """medium-replay -> ICVF psi -> AILOT / OTR rewards against the expert dataset -> IQL -> normalized scores."""
+    from ailot.cache import ArrayCache
+    from ailot.config import sweep_config_from_dict
+    from ailot.pipeline import load_pair, pretrain_encoder, relabel_settings, run_trial
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny_run["root"]))
+    ids = tiny_run["out"]["ids"]
+    cfg = sweep_config_from_dict({
+        "name": "collected", "storage": str(tmp_path),
+        "datasets": [{"name": "hopper-mr", "agent": ids["medium-replay"], "expert": ids["expert"],
+                      "task_family": "locomotion"}],
+        "intents": {"hidden_dims": [16, 16], "num_steps": 40, "chunk": 20},
+        "labellers": {"ailot": {}, "otr": {}},
+        "learners": {"iql": {"hidden_dims": [16, 16]}},
+        "train": {"steps": 40, "eval_every": 20, "eval_episodes": 2, "eval_envs": 2},
+    })
+    agent, expert = load_pair(cfg.datasets[0])
+    assert (agent.ref_min_score, agent.ref_max_score) == pytest.approx(tiny_run["out"]["refs"])
+    encoder = pretrain_encoder(agent, cfg.intents, 0, tmp_path, progress=False)
+    cache = ArrayCache(str(tmp_path / "cache"))
+    keyed = relabel_settings(agent, expert, cfg.labeller_settings(), encoder, cache, progress=False)
+    assert sorted(s["labeller"] for s in keyed.values()) == ["ailot", "otr"]
+    for key, setting in keyed.items():
+        rewards = cache.get(key)["rewards"]
+        assert rewards.shape == (agent.num_transitions,) and np.isfinite(rewards).all() and rewards.std() > 0
+        if setting["labeller"] == "ailot":
+            assert (rewards > 0).all() and (rewards <= setting["alpha"] + 1e-6).all()
+        rows = []
+        trial = {"dataset": "hopper-mr", "learner": "iql", "seed": 0, "labeller": setting}
+        run_trial(trial, cfg, agent, rewards, report=lambda row, learner, rows=rows: rows.append(row))
+        assert [r["step"] for r in rows] == [20, 40]
+        lo, hi = tiny_run["out"]["refs"]
+        for r in rows:
+            assert r["env_id"] == "Hopper-v5" and r["labeller"] == setting["labeller"]
+            assert r["normalized_score"] == pytest.approx(100 * (r["return_mean"] - lo) / (hi - lo))
