@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ailot.cache import ArrayCache, content_key
-from ailot.config import DatasetConfig, SweepConfig, TrainConfig
+from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
 from ailot.labellers import NEEDS_ENCODER, label, reward_setting
@@ -253,7 +253,7 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
     ds = cfg.dataset(trial["dataset"])
     name = trial["learner"]
     transitions = agent.to_transitions()
-    if rewards is None or name in ("bc", "rllib_bc"):
+    if rewards is None or name in REWARD_FREE_LEARNERS:
         rewards = np.zeros(len(transitions), np.float32)
     learners.check_rewards(rewards)
     scaled = learners.scale_rewards(rewards, transitions.episode_ids, _reward_scaling(ds, trial))

@@ -52,6 +52,7 @@ import numpy as np
 
 from ailot.data.generate import existing_settings
 from ailot.errors import AilotInputError
+from ailot.files import write_atomic
 from ailot.learners import base
 from ailot.learners.networks import MLP, TORCH_LINEAR_INIT, TwinCritic
 
@@ -294,15 +295,8 @@ def check_settings(s: CollectSettings) -> None:
 # ------------------------------------------------------------------------------------- checkpoint files
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 BUFFER_KEYS = {"observations": np.float64, "actions": np.float32, "rewards": np.float64,
@@ -333,7 +327,7 @@ class ReplayBuffer:
                 "terminals": d["terminations"][idx].astype(np.float32)}
 
     def save(self, path: Path) -> None:
-        _atomic_write(path, lambda f: np.savez(f, **{k: v[: self.size] for k, v in self.data.items()}))
+        write_atomic(path, lambda f: np.savez(f, **{k: v[: self.size] for k, v in self.data.items()}))
 
     def load(self, path: Path, size: int) -> None:
         with np.load(path) as z:
@@ -426,7 +420,7 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
 
     def checkpoint() -> None:
         sac_file, buffer_file = f"sac-{step}.msgpack", f"buffer-{step}.npz"
-        _atomic_write(work_dir / sac_file, lambda f: f.write(flax.serialization.to_bytes(sac)))
+        write_atomic(work_dir / sac_file, flax.serialization.to_bytes(sac))
         buffer.save(work_dir / buffer_file)
         old = [state.get("sac_file"), state.get("buffer_file")]
         state.update(step=step, sac_file=sac_file, buffer_file=buffer_file, np_rng=rng.bit_generator.state,
@@ -458,8 +452,7 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
             if step % s.eval_every == 0 or step == s.train_steps:
                 returns = _evaluate(sac, sac.actor.params, spec, s.eval_episodes, _subseed(s, 2, step))
                 path = work_dir / "snapshots" / f"actor-{step}.msgpack"
-                blob = flax.serialization.to_bytes(sac.actor.params)
-                _atomic_write(path, lambda f, b=blob: f.write(b))
+                write_atomic(path, flax.serialization.to_bytes(sac.actor.params))
                 last_eval = float(returns.mean())
                 state["snapshots"] = [x for x in state["snapshots"] if x["step"] != step] + [
                     {"step": step, "return_mean": last_eval, "return_std": float(returns.std()),

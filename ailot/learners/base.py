@@ -25,6 +25,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from ailot.errors import AilotInputError
+from ailot.files import write_atomic
 
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
 REWARD_SCALINGS = ("locomotion", "antmaze", "none")
@@ -327,9 +328,7 @@ def save(learner: Learner, path: str | os.PathLike) -> None:
             "config": _config_json(learner),  # lets `load` refuse a learner built from another config
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    write_atomic(path, blob)
 
 
 def _config_json(learner: Any) -> str:

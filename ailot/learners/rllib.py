@@ -406,18 +406,14 @@ class RLlibLearner:
     def save(self, path: str | Path) -> None:
         """Learner state (weights, targets, optimizers: numpy arrays and scalars), step and rng as msgpack
         (no pickle), written atomically."""
-        import os
-
         import flax.serialization
 
-        path = Path(path)
+        from ailot.files import write_atomic
+
         state = self.learner.get_state(not_components="metrics_logger")
-        blob = flax.serialization.msgpack_serialize({"settings": self._settings_json(), "step": self.step,
-                                                     "rng": json.dumps(self.rng.bit_generator.state),
-                                                     "learner": _tuples_as_lists(state)})
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        write_atomic(path, flax.serialization.msgpack_serialize({
+            "settings": self._settings_json(), "step": self.step, "rng": json.dumps(self.rng.bit_generator.state),
+            "learner": _tuples_as_lists(state)}))
 
     def load(self, path: str | Path) -> RLlibLearner:
         """Restore a state written by `save` (same learner and settings) into this learner."""
