@@ -256,7 +256,7 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
     if rewards is None or name in REWARD_FREE_LEARNERS:
         rewards = np.zeros(len(transitions), np.float32)
     learners.check_rewards(rewards)
-    scaled = learners.scale_rewards(rewards, transitions.episode_ids, _reward_scaling(ds, trial))
+    scaled = learners.scale_rewards(rewards, transitions.episode_ids, learners.reward_scaling(name, ds.task_family))
     data = {**transitions.as_dict(), "rewards": scaled.astype(np.float32)}
     data = {k: data[k] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
     env_spec = agent.env_spec or ds.env
@@ -298,11 +298,6 @@ def evaluation_row(policy: Callable, step: int, prep: dict[str, Any], trial: dic
         "success_rate": float(result.successes.mean()), "eval_episodes": len(result.returns),
         "wall_time_s": time.time() - t0, "timestamp": time.time(),
     }
-
-
-def _reward_scaling(ds: DatasetConfig, trial: dict) -> str:
-    """IQL's reward preprocessing by task family (DESIGN.md); BC ignores rewards."""
-    return {"locomotion": "locomotion", "antmaze": "antmaze", "maze2d": "none"}[ds.task_family]
 
 
 def _jsonable(cfg) -> Any:

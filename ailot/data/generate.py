@@ -15,7 +15,10 @@ is the agent transition count written 3k, 100k, 1m, or the plain number if not r
   episodes.
 - agent (D4RL style; used reward-free, true rewards kept): the controller with large action noise driving
   to randomly chosen cells (a new one each time it reaches its target) from random start cells, plus a
-  fraction of uniform-random-action episodes. Rewards are those of the evaluation goal. Episode lengths are
+  fraction of uniform-random-action episodes. With `max_dwell` > 0 the controller holds at each target it
+  reaches for a random 0..max_dwell steps before choosing the next (id `agent-{size}-dwell{max_dwell}-v0`):
+  without it no agent episode ever stays put, so nothing in the data shows holding still at the goal, which
+  the evaluation rewards. Rewards are those of the evaluation goal. Episode lengths are
   uniform in [min_length, max_length] and end truncated, so length bucketing matters downstream.
 
 Both store ref_max_score = mean return of the noise-free controller on the evaluation task and
@@ -32,7 +35,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
@@ -57,6 +60,7 @@ class GenerationSettings:
     min_length: int  # agent episode lengths are uniform in [min_length, max_length]
     max_length: int
     position_noise: float  # +- uniform noise on the reset and goal positions, in cells (eval env too)
+    max_dwell: int = 0  # agent controller: on reaching its target it holds there for uniform [0, max_dwell] steps
 
 
 def size_tag(n: int) -> str:
@@ -68,9 +72,12 @@ def size_tag(n: int) -> str:
     return str(n)
 
 
-def dataset_ids(maze: str, agent_transitions: int) -> tuple[str, str]:
-    """(agent_id, expert_id) for a maze and agent size."""
-    return (f"ailot/pointmaze-{maze}/agent-{size_tag(agent_transitions)}-v0", f"ailot/pointmaze-{maze}/expert-v0")
+def dataset_ids(maze: str, agent_transitions: int, max_dwell: int = 0) -> tuple[str, str]:
+    """(agent_id, expert_id) for a maze, agent size and dwell (agent data that pauses at its targets is named
+    `agent-{size}-dwell{max_dwell}`; the expert dataset is the same for all)."""
+    dwell = f"-dwell{max_dwell}" if max_dwell else ""
+    return (f"ailot/pointmaze-{maze}/agent-{size_tag(agent_transitions)}{dwell}-v0",
+            f"ailot/pointmaze-{maze}/expert-v0")
 
 
 def make_eval_env(maze: str, max_episode_steps: int | None = None, position_noise: float = 0.1):
@@ -160,13 +167,19 @@ def collect_agent(collector, grid: MazeGrid, settings: GenerationSettings, rng: 
         obs, _ = collector.reset(seed=_seed(rng), options={"reset_cell": np.array(start)})
         random_actions = rng.random() < settings.random_fraction
         controller = WaypointExpert(grid)
-        target = None
+        target, dwell = None, None  # dwell: steps left holding at the reached target (None: still driving)
         for _ in range(length):
             pos, vel = obs["observation"][:2], obs["observation"][2:4]
             if random_actions:
                 action = rng.uniform(-1.0, 1.0, 2)
             else:
-                if target is None or np.linalg.norm(pos - target) < REACHED_RADIUS:
+                if target is not None and dwell is None and np.linalg.norm(pos - target) < REACHED_RADIUS:
+                    # No draw when max_dwell is 0, so data made without dwelling stays identical.
+                    dwell = int(rng.integers(settings.max_dwell + 1)) if settings.max_dwell else 0
+                if dwell is not None and dwell > 0:
+                    dwell -= 1
+                elif target is None or dwell == 0:
+                    dwell = None
                     here = grid.xy_to_cell(pos)
                     others = [c for c in grid.free_cells if c != here]
                     target = grid.cell_to_xy(others[int(rng.integers(len(others)))])
@@ -201,8 +214,10 @@ def _relevant(settings: dict, kind: str) -> dict:
     """The settings a dataset's arrays depend on: the expert ignores the agent's knobs and vice versa (so
     agent datasets of several sizes share one expert dataset)."""
     skip = {"expert_episodes", "expert_noise"} if kind == "agent" else {
-        "agent_transitions", "agent_noise", "random_fraction", "min_length", "max_length"}
-    return {k: v for k, v in settings.items() if k not in skip}
+        "agent_transitions", "agent_noise", "random_fraction", "min_length", "max_length", "max_dwell"}
+    defaults = {f.name: f.default for f in fields(GenerationSettings) if f.default is not MISSING}
+    # Settings added later (absent from older datasets' metadata) count as their default.
+    return {k: v for k, v in {**defaults, **settings}.items() if k not in skip}
 
 
 def _write(collector, dataset_id: str, eval_spec, settings: GenerationSettings, refs: tuple[float, float],
@@ -235,6 +250,7 @@ def generate_pointmaze(
     min_length: int = 100,
     max_length: int = 500,
     position_noise: float = 0.1,
+    max_dwell: int = 0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[str, str]:
@@ -256,14 +272,17 @@ def generate_pointmaze(
         raise AilotInputError("random_fraction", f"is {random_fraction}", "use a fraction in [0, 1]")
     if not 0.0 <= position_noise <= 0.4:  # beyond 0.5 a position could leave its cell
         raise AilotInputError("position_noise", f"is {position_noise}", "use a value in [0, 0.4] (cells)")
+    if int(max_dwell) < 0:
+        raise AilotInputError("max_dwell", f"is {max_dwell}", "use a number of steps >= 0")
     settings = GenerationSettings(maze, int(agent_transitions), int(expert_episodes), int(seed),
                                   int(reference_episodes), float(expert_noise), float(agent_noise),
-                                  float(random_fraction), int(min_length), int(max_length), float(position_noise))
+                                  float(random_fraction), int(min_length), int(max_length), float(position_noise),
+                                  int(max_dwell))
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     from minari.storage import get_dataset_path
 
-    agent_id, expert_id = dataset_ids(maze, settings.agent_transitions)
+    agent_id, expert_id = dataset_ids(maze, settings.agent_transitions, settings.max_dwell)
     wanted = asdict(settings)
     todo: dict[str, str] = {}  # kind -> id of the datasets to (re)generate
     for kind, i in (("agent", agent_id), ("expert", expert_id)):
@@ -333,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-episodes", type=int, default=None,
                    help="episodes per reference return (default 50)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-dwell", type=int, default=0,
+                   help="agent controller holds at each reached target for 0..N steps (default 0: never)")
     p.add_argument("--root", default=None, help="datasets folder (sets MINARI_DATASETS_PATH)")
     p.add_argument("--overwrite", action="store_true", help="replace existing datasets with these ids")
     p.add_argument("--quick", action="store_true",
@@ -348,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             root=args.root,
             reference_episodes=args.reference_episodes or quick[2],
+            max_dwell=args.max_dwell,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )

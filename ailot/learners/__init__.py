@@ -36,6 +36,18 @@ def get_learner(name: str) -> type:
     return LEARNERS[name]
 
 
+def reward_scaling(name: str, task_family: str) -> str:
+    """The reward preprocessing (a base.scale_rewards mode) learner `name` trains with on `task_family`."""
+    from ailot.learners.base import DEFAULT_REWARD_SCALINGS, check_family
+
+    family = check_family(task_family)
+    if name == "rllib_iql":  # it takes IQL's temperatures (rllib.make_config), so IQL's reward scale too
+        name = "iql"
+    scalings = DEFAULT_REWARD_SCALINGS if name.startswith("rllib_") else getattr(
+        get_learner(name), "reward_scalings", DEFAULT_REWARD_SCALINGS)
+    return scalings[family]
+
+
 def make_config(name: str, overrides: dict[str, Any] | None = None, task_family: str = "locomotion") -> Any:
     """The frozen config of learner `name`: the task family's preset with `overrides` applied and checked."""
     from ailot.learners.base import apply_overrides
@@ -63,6 +75,7 @@ __all__ = [
     "get_learner",
     "load",
     "make_config",
+    "reward_scaling",
     "sample_batch",
     "save",
     "scale_rewards",
