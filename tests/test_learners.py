@@ -311,10 +311,29 @@ def test_scale_rewards_follows_iql_preprocessing():
     np.testing.assert_allclose(learners.scale_rewards(r, ids, "locomotion"), r * 1000.0 / 20.0, rtol=1e-6)
     np.testing.assert_allclose(learners.scale_rewards(r, ids, "antmaze"), r - 1.0)
     np.testing.assert_allclose(learners.scale_rewards(r, ids, "none"), r)
+    np.testing.assert_allclose(learners.scale_rewards(r, ids, "unit"), (r - 1.0) / 19.0, rtol=1e-6)
     zeros = np.zeros(6)  # BC's constant rewards: no division by a zero span
     np.testing.assert_array_equal(learners.scale_rewards(zeros, ids, "locomotion"), zeros)
+    np.testing.assert_array_equal(learners.scale_rewards(zeros, ids, "unit"), zeros)
     with pytest.raises(AilotInputError, match="reward scaling"):
         learners.scale_rewards(r, ids, "mujoco")
+
+
+def test_maze2d_iql_sees_the_same_rewards_whatever_the_labellers_scale():
+    """IQL's policy step exp(temperature * A) depends on the reward scale, so on maze2d a 0/1 true reward and
+    an AILOT reward in (0, alpha] are both brought to [0, 1]; Diffusion-QL (scale-free actor loss) is not."""
+    assert learners.reward_scaling("iql", "maze2d") == "unit" == learners.reward_scaling("rllib_iql", "maze2d")
+    assert learners.reward_scaling("diffusion_ql", "maze2d") == "none"
+    assert [learners.reward_scaling("iql", f) for f in ("locomotion", "antmaze")] == ["locomotion", "antmaze"]
+    rng = np.random.default_rng(0)
+    r, ids = rng.uniform(0.0, 1.0, 50), np.repeat(np.arange(5), 10)
+    mode = learners.reward_scaling("iql", "maze2d")
+    np.testing.assert_allclose(learners.scale_rewards(5.0 * r + 0.2, ids, mode), learners.scale_rewards(r, ids, mode),
+                               atol=1e-6)
+    cfg = learners.make_config("iql", {}, task_family="maze2d")
+    assert (cfg.expectile, cfg.temperature) == (0.9, 1.0)
+    with pytest.raises(AilotInputError, match="task_family"):
+        learners.reward_scaling("iql", "maze3d")
 
 
 def test_check_action_dims_against_a_box_space():
