@@ -52,10 +52,11 @@ def get_config(task_family: str = "locomotion") -> IQLConfig:
     """IQL defaults for a task family.
 
     maze2d is our choice, not the paper's (it has no maze2d IQL preset): the antmaze expectile 0.9, and
-    temperature 1 on rewards scaled to [0, 1] (REWARD_SCALINGS). Measured on the generated PointMaze UMaze
+    temperature 1 on rewards scaled to [0, 1] (IQL.reward_scalings). Measured on the generated PointMaze UMaze
     (agent-200k-dwell50, 15k updates, 12 episodes per checkpoint): with temperature 10 every IQL variant, true
     reward included, scored well at 2.5k-5k updates and then collapsed onto a wall corner or a dead end by 7.5k,
-    while temperature 1 on [0, 1] rewards held (AILOT 172 / 157 / 147 / 154 returns at 7.5k-15k).
+    while temperature 1 on [0, 1] rewards held (AILOT 172 / 157 / 147 / 154 returns at 7.5k-15k). Over 30k updates
+    AILOT and true-reward IQL still decay after 10k-15k (results/pointmaze-long.parquet): delayed, not cured.
     """
     family = base.check_family(task_family)
     if family == "antmaze":
