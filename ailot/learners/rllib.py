@@ -467,7 +467,7 @@ def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], setti
     import torch
     from ray.rllib.core.columns import Columns
 
-    from ailot import pipeline
+    from ailot import learners, pipeline
     from ailot.export import export_dataset, read_arrays
 
     log = logging.getLogger(__name__)
@@ -480,7 +480,7 @@ def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], setti
         labeller_settings=setting if setting["labeller"] != "none" else {"labeller": "zero"},
         dataset_fingerprint=agent.fingerprint(),
         extra_metadata={"trial_id": pipeline.trial_id(trial), "learner": name, "labeller": setting,
-                        "rewards": f"scaled for the learner ({pipeline._reward_scaling(ds, trial)})"},
+                        "rewards": f"scaled for the learner ({learners.reward_scaling(name, ds.task_family)})"},
     )
     arrays = read_arrays(out)  # RLlib trains on what was exported
     data = {Columns.OBS: arrays["obs"], Columns.ACTIONS: arrays["actions"], Columns.REWARDS: arrays["rewards"],
