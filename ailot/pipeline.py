@@ -225,7 +225,9 @@ def run_trial(
         device_data = {k: jnp.asarray(v) for k, v in prep["data"].items()}
 
         def train(learner, n: int):
-            return learners.train(learner, device_data, n, cfg.train.batch_size, chunk=min(cfg.train.chunk, n))[0]
+            learner, info = learners.train(learner, device_data, n, cfg.train.batch_size,
+                                           chunk=min(cfg.train.chunk, n))
+            return learner, {k: float(v[-1]) for k, v in info.items()}  # means over the last chunk
 
         def policy(learner):
             return functools.partial(learners.act, learner)
@@ -233,6 +235,7 @@ def run_trial(
     restored = restore(learner) if restore else None
     if restored is not None:
         learner = restored
+    bound = learners.value_bound(prep["data"]["rewards"], getattr(learner_cfg, "discount", None))
     t0 = time.time()
     for target in eval_steps(cfg.train):
         step = int(learner.step)
@@ -240,8 +243,23 @@ def run_trial(
             continue  # already done before a restore
         if fail_hook is not None:
             fail_hook(step)
-        learner = train(learner, target - step)
-        report(evaluation_row(policy(learner), int(learner.step), prep, trial, cfg, agent, t0), learner)
+        learner, info = train(learner, target - step)
+        warn_if_overestimating(info, bound, trial, int(learner.step))
+        report(evaluation_row(policy(learner), int(learner.step), prep, trial, cfg, agent, t0,
+                              train_info={**info, "value_bound": bound}), learner)
+
+
+def warn_if_overestimating(info: dict[str, float], bound: float | None, trial: dict[str, Any], step: int) -> None:
+    """Log when the critic's estimates pass the largest return the rewards allow (learners.value_bound): the
+    values diverge upwards, and the policy drifts towards wherever they are most inflated (README, IQL on maze2d)."""
+    from ailot import learners
+
+    over = learners.overestimates(info, bound)
+    if over:
+        found = ", ".join(f"{k} {v:.1f}" for k, v in over.items())
+        log.warning("trial %s (%s + %s, seed %s) at %d updates: %s above max(r) / (1 - discount) = %.1f; the "
+                    "critic overestimates and later evaluations may decay", trial_id(trial),
+                    trial["labeller"]["labeller"], trial["learner"], trial["seed"], step, found, bound)
 
 
 def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewards: np.ndarray | None,
@@ -282,8 +300,9 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
 
 
 def evaluation_row(policy: Callable, step: int, prep: dict[str, Any], trial: dict[str, Any], cfg: SweepConfig,
-                   agent: Episodes, t0: float) -> dict[str, Any]:
-    """Evaluate `policy` ((observations, key) -> actions) after `step` updates: one result row."""
+                   agent: Episodes, t0: float, train_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate `policy` ((observations, key) -> actions) after `step` updates: one result row, with the
+    training metrics `train_info` as JSON."""
     from ailot.data.reference import normalized_score
     from ailot.evaluate import evaluate
 
@@ -297,6 +316,7 @@ def evaluation_row(policy: Callable, step: int, prep: dict[str, Any], trial: dic
         "normalized_score": float(normalized_score(result.return_mean, agent.ref_min_score, agent.ref_max_score)),
         "success_rate": float(result.successes.mean()), "eval_episodes": len(result.returns),
         "wall_time_s": time.time() - t0, "timestamp": time.time(),
+        "train_info": json.dumps(train_info or {}, sort_keys=True),
     }
 
 

@@ -49,6 +49,9 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "git_commit": (pa.string(), "git commit of the code that ran"),
     "config": (pa.string(), "JSON of the trial's full config"),
     "rewards_key": (pa.string(), "cache key of the rewards the learner trained on ('' for BC)"),
+    "train_info": (pa.string(), "JSON of the learner's training metrics, means over the last chunk of updates "
+                   "before this evaluation (e.g. value/v_mean, critic/q_max), and value_bound = max(0, max reward) "
+                   "/ (1 - discount), the most a critic can rightly predict (null in older files; {} for RLlib)"),
 }
 SCHEMA = pa.schema([(name, typ) for name, (typ, _) in SCHEMA_DOC.items()])
 KEY = ["trial_id", "step"]

@@ -336,6 +336,35 @@ def test_maze2d_iql_sees_the_same_rewards_whatever_the_labellers_scale():
         learners.reward_scaling("iql", "maze3d")
 
 
+def test_value_bound_is_the_largest_discounted_return():
+    assert learners.value_bound(np.array([0.0, 0.25, 1.0]), 0.99) == pytest.approx(100.0)
+    assert learners.value_bound(np.array([0.0, 5.0]), 0.9) == pytest.approx(50.0)
+    assert learners.value_bound(np.array([-1.0, -0.5]), 0.99) == 0.0  # an episode can end at once: 0 is reachable
+    assert learners.value_bound(np.array([1.0]), None) is None and learners.value_bound(np.array([1.0]), 1.0) is None
+
+
+def test_overestimates_flags_only_value_maxima_above_the_bound():
+    info = {"value/v_max": 100.5, "critic/q_max": 150.0, "value/v_mean": 500.0, "actor/actor_loss": 1e9}
+    # v_max is within 1 % of the bound (rounding); v_mean and the actor loss are no value maxima
+    assert learners.overestimates(info, 100.0) == {"critic/q_max": 150.0}
+    assert learners.overestimates(info, 200.0) == {}
+    assert learners.overestimates(info, None) == {}
+    # zero rewards (bound 0): a fresh critic's small outputs pass, a drift of whole returns does not
+    assert learners.overestimates({"value/v_max": 0.5}, 0.0) == {}
+    assert learners.overestimates({"value/v_max": 2.0}, 0.0) == {"value/v_max": 2.0}
+
+
+@pytest.mark.parametrize("name", ["iql", "diffusion_ql"])
+def test_critics_report_their_batch_maxima(name):
+    data = point_mass(512)
+    cfg = learners.make_config(name, SMALL if name == "iql" else SMALL_DQL)
+    learner = learners.get_learner(name).create(0, 2, 2, cfg)
+    _, info = learners.train(learner, data, num_steps=20, batch_size=64, chunk=20)
+    assert info["critic/q_max"][-1] > info["critic/q_mean"][-1]
+    if name == "iql":
+        assert info["value/v_max"][-1] > info["value/v_mean"][-1]
+
+
 def test_check_action_dims_against_a_box_space():
     gym = pytest.importorskip("gymnasium")
     space = gym.spaces.Box(-2.0, 2.0, (3,), np.float32)

@@ -54,6 +54,11 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     assert not df.duplicated(["trial_id", "step"]).any()
     assert sorted(df["step"].unique()) == [100, 200]
     assert df["normalized_score"].notna().all() and "ailot+iql" in summary
+    # training metrics ride with each row: IQL's value maxima and the bound they are checked against
+    # (maze2d rewards scaled to [0, 1] -> 1 / (1 - 0.99); zero rewards -> 0)
+    for labeller, info in zip(df["labeller"], df["train_info"].map(json.loads)):
+        assert info["value/v_max"] >= info["value/v_mean"] and info["critic/q_max"] >= info["critic/q_mean"]
+        assert info["value_bound"] == pytest.approx(100.0 if labeller == "ailot" else 0.0)
 
     audit = pd.DataFrame(read_audit(cfg.run_dir / "updates.jsonl"))
     # every trial trained 0->100 and 100->200 exactly once: the retried trial continued from its checkpoint
@@ -87,6 +92,17 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     df3 = results.load(cfg.parquet_path)
     assert df3["trial_id"].nunique() == 6 and len(df3) == 12
     pd.testing.assert_frame_equal(df2.reset_index(drop=True), df3[df3["learner"] != "bc"].reset_index(drop=True))
+
+
+def test_overestimation_warning_names_the_trial_and_the_bound(caplog):
+    trial = {"dataset": "u", "learner": "iql", "seed": 3, "labeller": {"labeller": "true"}}
+    with caplog.at_level("WARNING", logger="ailot.pipeline"):
+        pipeline.warn_if_overestimating({"value/v_max": 99.0, "critic/q_max": 42.0}, 100.0, trial, 5000)
+        assert not caplog.records  # within the bound: quiet
+        pipeline.warn_if_overestimating({"value/v_max": 160.4, "critic/q_max": 158.8}, 100.0, trial, 60000)
+    (record,) = caplog.records
+    assert pipeline.trial_id(trial) in record.message and "true + iql, seed 3" in record.message
+    assert "value/v_max 160.4" in record.message and "= 100.0" in record.message
 
 
 def test_completed_trials_need_same_config_data_rewards_and_all_steps():

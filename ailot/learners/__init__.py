@@ -17,10 +17,12 @@ from ailot.learners.base import (
     check_action_dims,
     check_rewards,
     load,
+    overestimates,
     sample_batch,
     save,
     scale_rewards,
     train,
+    value_bound,
 )
 from ailot.learners.bc import BC, BCConfig
 from ailot.learners.diffusion_ql import DiffusionQL, DiffusionQLConfig
@@ -75,9 +77,11 @@ __all__ = [
     "get_learner",
     "load",
     "make_config",
+    "overestimates",
     "reward_scaling",
     "sample_batch",
     "save",
     "scale_rewards",
     "train",
+    "value_bound",
 ]

@@ -457,6 +457,29 @@ def scale_rewards(rewards: Any, episode_ids: Any, mode: str) -> np.ndarray:
     return (r * (1000.0 / span)).astype(np.float32)
 
 
+# Info keys holding a batch maximum of a learner's value or Q estimates (IQL, Diffusion-QL).
+VALUE_MAX_KEYS = ("value/v_max", "critic/q_max")
+
+
+def value_bound(rewards: Any, discount: float | None) -> float | None:
+    """max(0, max reward) / (1 - discount) for rewards [M]: the largest discounted return any policy can earn,
+    so a critic predicting more overestimates. None without a discount below 1 (no finite bound)."""
+    if discount is None or not 0.0 <= discount < 1.0:
+        return None
+    r = np.asarray(rewards, np.float64)
+    return float(max(0.0, r.max() if r.size else 0.0) / (1.0 - discount))
+
+
+def overestimates(info: Mapping[str, float], bound: float | None, rel: float = 0.01,
+                  absolute: float = 1.0) -> dict[str, float]:
+    """The value maxima of `info` (VALUE_MAX_KEYS) above `bound` by more than `rel` of it or `absolute`
+    (whichever is larger), so rounding and a fresh network's small outputs (zero rewards: bound 0) pass."""
+    if bound is None:
+        return {}
+    limit = bound + max(rel * abs(bound), absolute)
+    return {k: float(info[k]) for k in VALUE_MAX_KEYS if k in info and float(info[k]) > limit}
+
+
 def check_action_dims(action_space: Any, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Check a gymnasium Box-like space against the data's action_dim; return its (low, high) for `create`."""
     shape = getattr(action_space, "shape", None)

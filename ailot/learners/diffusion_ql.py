@@ -166,7 +166,7 @@ class DiffusionQL(flax.struct.PyTreeNode):
         target = jax.lax.stop_gradient(batch["rewards"] + self.config.discount * (1.0 - batch["terminals"]) * target_q)
         q = base.call(self.critic, batch["observations"], batch["actions"], params=params)  # [2, B]
         loss = jnp.mean((q - target) ** 2, axis=1).sum()
-        return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_q_mean": target.mean()}
+        return loss, {"critic_loss": loss, "q_mean": q.mean(), "q_max": q.max(), "target_q_mean": target.mean()}
 
     def actor_loss(self, batch: base.Batch, params: Any, key: jax.Array) -> tuple[jax.Array, base.Info]:
         bc_key, sample_key, coin_key = jax.random.split(key, 3)

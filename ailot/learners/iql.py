@@ -56,7 +56,9 @@ def get_config(task_family: str = "locomotion") -> IQLConfig:
     (agent-200k-dwell50, 15k updates, 12 episodes per checkpoint): with temperature 10 every IQL variant, true
     reward included, scored well at 2.5k-5k updates and then collapsed onto a wall corner or a dead end by 7.5k,
     while temperature 1 on [0, 1] rewards held (AILOT 172 / 157 / 147 / 154 returns at 7.5k-15k). Over 30k updates
-    AILOT and true-reward IQL still decay after 10k-15k (results/pointmaze-long.parquet): delayed, not cured.
+    AILOT and true-reward IQL still decay after 10k-15k (results/pointmaze-long.parquet): delayed, not cured. The
+    critic overestimates there (README, "Why IQL decays"): V passes max(r) / (1 - discount) after ~45k updates and
+    ranks the goal cell's walls and corner above its centre from 10k on.
     """
     family = base.check_family(task_family)
     if family == "antmaze":
@@ -97,14 +99,14 @@ class IQL(flax.struct.PyTreeNode):
         )
         v = base.call(self.value, batch["observations"], params=params)
         loss = expectile_loss(q - v, self.config.expectile).mean()
-        return loss, {"value_loss": loss, "v_mean": v.mean()}
+        return loss, {"value_loss": loss, "v_mean": v.mean(), "v_max": v.max()}
 
     def critic_loss(self, batch: base.Batch, params: Any) -> tuple[jax.Array, base.Info]:
         next_v = base.call(self.value, batch["next_observations"])
         target = batch["rewards"] + self.config.discount * (1.0 - batch["terminals"]) * next_v
         q = base.call(self.critic, batch["observations"], batch["actions"], params=params)  # [2, B]
         loss = jnp.mean((q - target) ** 2, axis=1).sum()  # (q1 - y)^2 + (q2 - y)^2, averaged over the batch
-        return loss, {"critic_loss": loss, "q_mean": q.mean()}
+        return loss, {"critic_loss": loss, "q_mean": q.mean(), "q_max": q.max()}
 
     def actor_loss(self, batch: base.Batch, params: Any) -> tuple[jax.Array, base.Info]:
         q = jnp.min(

@@ -461,7 +461,8 @@ def _trial_dir() -> Path:
 
 def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], settings):
     """For `pipeline.run_trial`: the RLlib learner of an `rllib_*` trial, trained on the trial's transitions
-    exported to Parquet, with `train(learner, n) -> learner` and `policy(learner) -> (obs, key) -> actions`."""
+    exported to Parquet, with `train(learner, n) -> (learner, {})` (no training metrics from RLlib's Learner) and
+    `policy(learner) -> (obs, key) -> actions`."""
     import logging
 
     import torch
@@ -491,10 +492,10 @@ def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], setti
     config = rllib_algo_config(settings, agent.obs_dim, prep["action_low"], prep["action_high"],
                                cfg.train.batch_size, trial["seed"])
 
-    def train(learner: RLlibLearner, n: int) -> RLlibLearner:
+    def train(learner: RLlibLearner, n: int) -> tuple[RLlibLearner, dict[str, float]]:
         t0, start = time.time(), learner.step
         learner.train(data, n)
         log.info("%s: updates %d-%d at %.1f updates/s", name, start, learner.step, n / (time.time() - t0))
-        return learner
+        return learner, {}
 
     return RLlibLearner(settings, config, trial["seed"]), train, RLlibLearner.policy
