@@ -627,13 +627,20 @@ def _mean_sq_dist_by_k(x: np.ndarray, episode: np.ndarray, max_k: int) -> tuple[
     return means, counts
 
 
+GEOMETRY_HORIZONS = (25, 50, 100, 150)  # k ranges over which the sweep reports linearity (up to ~1.5 UMaze crossings)
+
+
 def intent_geometry(trajectories: list[np.ndarray], embed: Callable[[np.ndarray], np.ndarray] | None,
-                    max_k: int = 50, lengths: np.ndarray | None = None) -> pd.DataFrame:
+                    max_k: int = 50, lengths: np.ndarray | None = None,
+                    horizons: Sequence[int] = GEOMETRY_HORIZONS) -> pd.DataFrame:
     """Mean ||x(s_{t+k}) - x(s_t)||^2 over all episodes and t, for k = 1..max_k, in psi and raw space.
 
     AILOT paper Fig. 8: in the intent space the distance grows about linearly in k. Returns a long frame with
     columns k, space ('psi' | 'raw'), mean_sq_dist, n_pairs; `df.attrs['r2']` holds the R^2 of a linear fit
-    of mean_sq_dist on k per space. `embed` maps [N, d] -> [N, e] (e.g. IntentEncoder.embed); None = raw only.
+    of mean_sq_dist on k = 1..max_k per space, and `df.attrs['r2_by_horizon']` the same fit on k = 1..K for
+    each K of `horizons` below max_k ({K: {space: R^2}}): whether a curve is "about linear" depends on how far
+    it is followed (on the generated UMaze both are at K = 50, and raw distance saturates beyond a crossing).
+    `embed` maps [N, d] -> [N, e] (e.g. IntentEncoder.embed); None = raw only.
     """
     trajs = as_trajectory_list(trajectories, lengths)
     longest = max(len(t) for t in trajs)
@@ -648,10 +655,15 @@ def intent_geometry(trajectories: list[np.ndarray], embed: Callable[[np.ndarray]
         spaces = {"psi": np.asarray(embed(raw.astype(np.float32)), np.float64), **spaces}
     frames, r2 = [], {}
     ks = np.arange(1, k_max + 1)
+    cuts = sorted({int(h) for h in horizons if 2 <= int(h) < k_max})
+    by_horizon: dict[int, dict[str, float]] = {h: {} for h in cuts}
     for name, x in spaces.items():
         means, counts = _mean_sq_dist_by_k(x, episode, k_max)
         frames.append(pd.DataFrame({"k": ks, "space": name, "mean_sq_dist": means, "n_pairs": counts}))
         r2[name] = _linear_r2(ks.astype(np.float64), means)
+        for h in cuts:
+            by_horizon[h][name] = _linear_r2(ks[:h].astype(np.float64), means[:h])
     df = pd.concat(frames, ignore_index=True)
     df.attrs["r2"] = r2
+    df.attrs["r2_by_horizon"] = {**by_horizon, k_max: r2}
     return df

@@ -258,10 +258,15 @@ def plot_intent_geometry(geometry: pd.DataFrame, path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     r2 = geometry.attrs.get("r2", {})
+    by_horizon = geometry.attrs.get("r2_by_horizon") or {}
     for space, g in geometry.groupby("space"):
         g = g.sort_values("k")
         y = g["mean_sq_dist"].to_numpy()
-        ax.plot(g["k"], y / y[0], label=f"{space} (R^2 {r2.get(space, float('nan')):.3f})", marker=".")
+        if by_horizon:  # R^2 of a line through k = 1..K, per K
+            fits = ", ".join(f"k<={h} {r.get(space, float('nan')):.2f}" for h, r in sorted(by_horizon.items()))
+        else:
+            fits = f"{r2.get(space, float('nan')):.3f}"
+        ax.plot(g["k"], y / y[0], label=f"{space} (R^2 {fits})", marker=".")
     ax.set(xlabel="k", ylabel="mean ||x(s_{t+k}) - x(s_t)||^2 / value at k=1", title="Intent distance vs k")
     ax.legend()
     fig.tight_layout()

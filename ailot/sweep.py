@@ -357,19 +357,23 @@ def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ailot.intents import intent_geometry
+    from ailot.intents import GEOMETRY_HORIZONS, intent_geometry
 
     label, (agent, _) = next(iter(pairs.items()))
     encoder = encoders[label, cfg.seeds[0]]
     states = agent.states()[:200]
-    geometry = intent_geometry(states, encoder.embed, max_k=50)
+    geometry = intent_geometry(states, encoder.embed, max_k=max(GEOMETRY_HORIZONS))
+    by_horizon = geometry.attrs["r2_by_horizon"]
     table = pa.Table.from_pandas(geometry, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"r2": json.dumps(geometry.attrs.get("r2", {})).encode()})
+                                           b"r2": json.dumps(geometry.attrs.get("r2", {})).encode(),
+                                           b"r2_by_horizon": json.dumps(by_horizon).encode()})
     path = _geometry_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
-    log.info("  intent geometry (R^2 psi vs raw: %s) written to %s", geometry.attrs.get("r2"), path)
+    lines = "; ".join(f"k <= {h}: psi {r.get('psi', float('nan')):.3f}, raw {r['raw']:.3f}"
+                      for h, r in by_horizon.items())
+    log.info("  intent geometry, R^2 of a line through the mean squared distance (%s) written to %s", lines, path)
 
 
 def _read_geometry(cfg: SweepConfig) -> pd.DataFrame | None:
@@ -379,5 +383,8 @@ def _read_geometry(cfg: SweepConfig) -> pd.DataFrame | None:
     if not path.exists():
         return None
     geometry = pd.read_parquet(path)
-    geometry.attrs["r2"] = json.loads(pq.read_metadata(path).metadata.get(b"r2", b"{}"))
+    meta = pq.read_metadata(path).metadata
+    geometry.attrs["r2"] = json.loads(meta.get(b"r2", b"{}"))
+    # older files hold only the fit over all k; JSON keys are strings
+    geometry.attrs["r2_by_horizon"] = {int(h): r for h, r in json.loads(meta.get(b"r2_by_horizon", b"{}")).items()}
     return geometry

@@ -35,6 +35,8 @@ class IQLConfig:
     max_steps: int = 1_000_000  # horizon of the cosine decay = total updates (reference --max_steps)
     log_std_min: float = -5.0  # policy log-std floor (reference learner.py NormalTanhPolicy log_std_min)
     log_std_max: float = 2.0  # policy log-std ceiling (reference policy.py LOG_STD_MAX)
+    layer_norm: bool = False  # LayerNorm after each hidden activation of V and Q (off in the reference; on in
+    #                           OGBench's IQL, agents/iql.py layer_norm=True), which limits how far they extrapolate
 
     def validate(self) -> None:
         for key in ("actor_lr", "critic_lr", "value_lr", "temperature", "adv_weight_clip"):
@@ -168,9 +170,11 @@ class IQL(flax.struct.PyTreeNode):
             actor_tx,
         )
         critic = base.make_state(
-            TwinCritic(config.hidden_dims), critic_key, (obs, act), base.make_optimizer(config.critic_lr)
+            TwinCritic(config.hidden_dims, layer_norm=config.layer_norm), critic_key, (obs, act),
+            base.make_optimizer(config.critic_lr),
         )
-        value = base.make_state(ValueNet(config.hidden_dims), value_key, (obs,), base.make_optimizer(config.value_lr))
+        value = base.make_state(ValueNet(config.hidden_dims, layer_norm=config.layer_norm), value_key, (obs,),
+                                base.make_optimizer(config.value_lr))
         return cls(
             rng=rng,
             step=jnp.zeros((), jnp.int32),

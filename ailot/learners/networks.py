@@ -29,12 +29,14 @@ ORTHOGONAL_INIT: Initializer = orthogonal_init()
 
 
 class MLP(nn.Module):
-    """Dense layers of `hidden_dims`; the activation follows every layer but the last unless activate_final."""
+    """Dense layers of `hidden_dims`; the activation follows every layer but the last unless activate_final,
+    and with layer_norm a LayerNorm follows each activation (as OGBench's MLP does)."""
 
     hidden_dims: Sequence[int]
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     activate_final: bool = False
     kernel_init: Initializer = ORTHOGONAL_INIT
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -42,6 +44,8 @@ class MLP(nn.Module):
             x = nn.Dense(size, kernel_init=self.kernel_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = self.activation(x)
+                if self.layer_norm:
+                    x = nn.LayerNorm()(x)
         return x
 
 
@@ -51,10 +55,12 @@ class ValueNet(nn.Module):
     hidden_dims: Sequence[int]
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: Initializer = ORTHOGONAL_INIT
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        return MLP((*self.hidden_dims, 1), self.activation, kernel_init=self.kernel_init)(observations)[..., 0]
+        mlp = MLP((*self.hidden_dims, 1), self.activation, kernel_init=self.kernel_init, layer_norm=self.layer_norm)
+        return mlp(observations)[..., 0]
 
 
 class Critic(nn.Module):
@@ -63,11 +69,13 @@ class Critic(nn.Module):
     hidden_dims: Sequence[int]
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: Initializer = ORTHOGONAL_INIT
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         x = jnp.concatenate([observations, actions], axis=-1)
-        return MLP((*self.hidden_dims, 1), self.activation, kernel_init=self.kernel_init)(x)[..., 0]
+        mlp = MLP((*self.hidden_dims, 1), self.activation, kernel_init=self.kernel_init, layer_norm=self.layer_norm)
+        return mlp(x)[..., 0]
 
 
 class TwinCritic(nn.Module):
@@ -76,6 +84,7 @@ class TwinCritic(nn.Module):
     hidden_dims: Sequence[int]
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: Initializer = ORTHOGONAL_INIT
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
@@ -87,7 +96,7 @@ class TwinCritic(nn.Module):
             out_axes=0,
             axis_size=2,
         )
-        return ensemble(self.hidden_dims, self.activation, self.kernel_init)(observations, actions)
+        return ensemble(self.hidden_dims, self.activation, self.kernel_init, self.layer_norm)(observations, actions)
 
 
 class GaussianPolicy(nn.Module):
