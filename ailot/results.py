@@ -256,7 +256,7 @@ def plot_intent_geometry(geometry: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.8))
     r2 = geometry.attrs.get("r2", {})
     by_horizon = geometry.attrs.get("r2_by_horizon") or {}
     for space, g in geometry.groupby("space"):
@@ -267,8 +267,8 @@ def plot_intent_geometry(geometry: pd.DataFrame, path: str | Path) -> Path:
         else:
             fits = f"{r2.get(space, float('nan')):.3f}"
         ax.plot(g["k"], y / y[0], label=f"{space} (R^2 {fits})", marker=".")
-    ax.set(xlabel="k", ylabel="mean ||x(s_{t+k}) - x(s_t)||^2 / value at k=1", title="Intent distance vs k")
-    ax.legend()
+    ax.set(xlabel="k", ylabel="mean ||x(s_t+k) - x(s_t)||^2 / its value at k=1", title="Intent distance vs k")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: curves fill them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
