@@ -252,6 +252,17 @@ def test_family_presets_and_overrides():
     assert (learners.make_config("iql").expectile, learners.make_config("iql").temperature) == (0.7, 3.0)
     ant = learners.make_config("iql", None, task_family="antmaze")
     assert (ant.expectile, ant.temperature) == (0.9, 10.0)
+    maze = learners.make_config("iql", None, task_family="maze2d")
+    assert (maze.expectile, maze.temperature, maze.layer_norm) == (0.9, 1.0, True)  # measured: README, IQL decay
+    assert not learners.make_config("iql").layer_norm and not ant.layer_norm  # the reference has none
+    def layer_names(params) -> set[str]:
+        return {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+
+    for layer_norm in (False, True):
+        iql = learners.IQL.create(0, 3, 2, learners.make_config("iql", {**SMALL, "layer_norm": layer_norm}))
+        for net in (iql.value, iql.critic):  # V and Q get LayerNorm, the policy never does
+            assert any("LayerNorm" in n for n in layer_names(net.params)) == layer_norm
+        assert not any("LayerNorm" in n for n in layer_names(iql.actor.params))
     assert learners.make_config("iql", {"max_steps": 1e5}).max_steps == 100_000  # YAML float -> int
     assert learners.make_config("iql", {"hidden_dims": [64, 64]}).hidden_dims == (64, 64)
     dql = learners.make_config("diffusion_ql")
