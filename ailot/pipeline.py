@@ -56,8 +56,9 @@ def git_commit() -> str:
 # ---------------------------------------------------------------- 1. datasets
 
 
-def load_pair(ds: DatasetConfig) -> tuple[Episodes, Episodes]:
-    """Load (agent, expert), generating them first when missing and the config says how."""
+def load_pair(ds: DatasetConfig, progress: bool = True) -> tuple[Episodes, Episodes]:
+    """Load (agent, expert), generating them first when missing and the config says how (with a progress bar
+    unless `progress` is false)."""
     from ailot.data.loading import check_compatible, load_dataset
 
     try:
@@ -69,7 +70,7 @@ def load_pair(ds: DatasetConfig) -> tuple[Episodes, Episodes]:
         from ailot.data.generate import generate_pointmaze
 
         log.info("datasets %s / %s not found locally: generating them (%s)", ds.agent, ds.expert, ds.generate)
-        ids = generate_pointmaze(**ds.generate)
+        ids = generate_pointmaze(**{"progress": progress, **ds.generate})
         if tuple(ids) != (ds.agent, ds.expert):
             raise AilotInputError(f"datasets entry {ds.label!r}", f"generate made {ids}, not ({ds.agent}, {ds.expert})",
                                   "make 'agent'/'expert' match the ids the generate settings produce") from None

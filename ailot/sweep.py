@@ -207,7 +207,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     # 1. datasets (generated here when missing and the config says how)
     log.info("stage 1/5: datasets")
     if pairs is None:
-        pairs = {ds.label: pipeline.load_pair(ds) for ds in cfg.datasets}
+        pairs = {ds.label: pipeline.load_pair(ds, progress=progress) for ds in cfg.datasets}
     for label, (agent, expert) in pairs.items():
         log.info("  %s: %d episodes, %d transitions (expert %s: %d episodes)", label, agent.num_episodes,
                  agent.num_transitions, expert.dataset_id, expert.num_episodes)

@@ -105,7 +105,7 @@ def run(args) -> int:
     from ailot import sweep as stages
 
     t0 = time.time()
-    pairs = {ds.label: pipeline.load_pair(ds) for ds in cfg.datasets}
+    pairs = {ds.label: pipeline.load_pair(ds, progress=not args.quiet) for ds in cfg.datasets}
     init_ray(args)
     summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
                                pairs=pairs)
