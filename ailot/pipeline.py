@@ -236,7 +236,10 @@ def run_trial(
     restored = restore(learner) if restore else None
     if restored is not None:
         learner = restored
-    bound = learners.value_bound(prep["data"]["rewards"], getattr(learner_cfg, "discount", None))
+    rewards = prep["data"]["rewards"]
+    bound = learners.value_bound(rewards, getattr(learner_cfg, "discount", None))
+    # Constant rewards (zero reward): every action is equally good, so a critic's offset cannot steer the policy.
+    checked_bound = bound if rewards.size and np.ptp(rewards) > 0 else None
     t0 = time.time()
     for target in eval_steps(cfg.train):
         step = int(learner.step)
@@ -245,7 +248,7 @@ def run_trial(
         if fail_hook is not None:
             fail_hook(step)
         learner, info = train(learner, target - step)
-        warn_if_overestimating(info, bound, trial, int(learner.step))
+        warn_if_overestimating(info, checked_bound, trial, int(learner.step))
         report(evaluation_row(policy(learner), int(learner.step), prep, trial, cfg, agent, t0,
                               train_info={**info, "value_bound": bound}), learner)
 

@@ -103,6 +103,14 @@ def merge_into(path: str | Path, rows: list[dict] | pd.DataFrame) -> pd.DataFram
     return df
 
 
+def train_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """The `train_info` JSON of each row as columns (same index; NaN where a row has none, e.g. older files)."""
+    if "train_info" not in df.columns:
+        return pd.DataFrame(index=df.index)
+    parsed = [json.loads(s) if isinstance(s, str) else {} for s in df["train_info"]]
+    return pd.DataFrame(parsed, index=df.index).astype(float)
+
+
 def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
     """Trial ids whose rows in `df` already hold every evaluation step and were made from the same config,
     data and rewards. `expected`: trial_id -> {"steps", "config", "dataset_fingerprint", "rewards_key"}."""

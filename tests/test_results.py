@@ -26,6 +26,14 @@ def test_schema_and_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_train_metrics_expand_the_json_and_leave_older_rows_empty():
+    df = pd.DataFrame({"train_info": ['{"value/v_max": 12.5, "value_bound": 100.0}', None, "{}"]})
+    m = results.train_metrics(df)
+    assert list(m.index) == [0, 1, 2] and m.loc[0, "value/v_max"] == 12.5 and m.loc[0, "value_bound"] == 100.0
+    assert m.loc[1:].isna().all().all()
+    assert results.train_metrics(pd.DataFrame({"step": [1]})).empty
+
+
 def test_merge_keeps_one_row_per_trial_step_latest_wins():
     first = pd.DataFrame(rows("a", 0, "ailot", "iql", [10, 20]))
     retried = pd.DataFrame(rows("a", 0, "ailot", "iql", [10, 25], t0=50))  # re-reported after a retry
