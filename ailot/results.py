@@ -51,7 +51,8 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "rewards_key": (pa.string(), "cache key of the rewards the learner trained on ('' for BC)"),
     "train_info": (pa.string(), "JSON of the learner's training metrics, means over the last chunk of updates "
                    "before this evaluation (e.g. value/v_mean, critic/q_max), and value_bound = max(0, max reward) "
-                   "/ (1 - discount), the most a critic can rightly predict (null in older files; {} for RLlib)"),
+                   "/ (1 - discount), the most a critic can rightly predict (null in older files; RLlib learners: "
+                   "the bound only)"),
 }
 SCHEMA = pa.schema([(name, typ) for name, (typ, _) in SCHEMA_DOC.items()])
 KEY = ["trial_id", "step"]
