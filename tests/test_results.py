@@ -56,3 +56,21 @@ def test_summary_mean_std_over_seeds_and_plots(tmp_path):
     assert "ailot+iql" in results.format_summary(s)
     paths = results.plot_all(df, tmp_path)
     assert paths and all(p.exists() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_ablation_figures_need_a_grid_and_are_written(tmp_path):
+    """The paper's ablations: score vs number of experts (AILOT vs OTR) and AILOT's k x epsilon heat map."""
+    grid = []
+    for n in (1, 2, 5):
+        for lab in ("ailot", "otr"):
+            for r in rows(f"{lab}-n{n}", 0, lab, "iql", [10 * n, 20 * n]):
+                grid.append({**r, "n_experts": float(n), "k": 1.0 if lab == "ailot" else np.nan})
+    for k in (1, 5):
+        for eps in (1e-3, 1e-2):
+            for r in rows(f"k{k}-e{eps}", 0, "ailot", "iql", [k * 10, k * 20 + eps]):
+                grid.append({**r, "k": float(k), "epsilon": eps, "n_experts": 1.0})
+    names = {p.name for p in results.plot_all(pd.DataFrame(grid), tmp_path)}
+    assert {"score_vs_experts.png", "k_epsilon_heatmap.png"} <= names
+    # one setting per knob: no ablation figure is made up
+    names = {p.name for p in results.plot_all(pd.DataFrame(rows("a", 0, "ailot", "iql", [1, 2])), tmp_path / "one")}
+    assert not names & {"score_vs_experts.png", "k_epsilon_heatmap.png"}
