@@ -36,6 +36,7 @@ LABELLER_DEFAULTS: dict[str, dict[str, Any]] = {
         "expert_mode": "max",  # "max" over experts (paper) or "merge" into one cloud (authors' code)
         "threshold": 1e-3,  # Sinkhorn convergence threshold
         "max_iterations": 1000,  # Sinkhorn iteration cap
+        "momentum": 1.6,  # Sinkhorn over-relaxation: a weight in (0, 2), adaptive or none (ailot.relabel.MOMENTUM)
     },
     "otr": {  # OTR's own code (otr/agents/otil/rewarder.py, configs/otr_iql_mujoco.py); see ailot.relabel
         "epsilon": 1e-2,
@@ -212,6 +213,10 @@ def _labellers_from(raw: dict) -> dict[str, dict[str, list]]:
                     if not isinstance(v, bool):
                         raise _error(where, f"must be true or false, got {v!r}", "write true or false")
                     checked.append(v)
+                elif key == "momentum":
+                    from ailot.relabel import check_momentum
+
+                    checked.append(check_momentum(v, f"config key {where!r}"))
                 elif key == "expert_mode":
                     if v not in ("max", "merge"):
                         raise _error(where, f"must be 'max' or 'merge', got {v!r}", "use max (paper) or merge")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ailot.data.episodes import Episodes, length_buckets, pad_batch, top_n_episodes, unpad
+from ailot.data.episodes import Episodes, top_n_episodes
 from ailot.errors import AilotInputError
 
 NEEDS_ENCODER = ("ailot",)
@@ -20,7 +20,7 @@ NEEDS_EXPERT = ("ailot", "otr")
 # settings that change the rewards of each labeller (others, e.g. a learner, never reach a labeller)
 REWARD_KEYS = {
     "ailot": ("k", "epsilon", "relative_epsilon", "alpha", "tau", "n_experts", "expert_mode", "threshold",
-              "max_iterations"),
+              "max_iterations", "momentum"),
     "otr": ("epsilon", "alpha", "beta", "n_experts", "threshold", "max_iterations"),
     "true": (),
     "zero": (),
@@ -49,23 +49,14 @@ def solve_setting(
     from ailot import relabel
 
     name = setting["labeller"]
-    expert_pad, expert_len = pad_batch(expert_trajs)
     if name == "ailot":
         solve: Callable = relabel.ailot_rewards
-        kwargs = {k: setting[k] for k in REWARD_KEYS["ailot"] if k in setting and k != "n_experts"}
     elif name == "otr":
         solve = relabel.otr_rewards
-        kwargs = {k: setting[k] for k in REWARD_KEYS["otr"] if k in setting and k != "n_experts"}
     else:
         raise AilotInputError(f"labeller {name!r}", "is not an OT labeller", "use 'ailot' or 'otr' here")
-    lengths = np.array([len(t) for t in agent_trajs])
-    out: list[np.ndarray | None] = [None] * len(agent_trajs)
-    for bucket, idx in length_buckets(lengths, min_bucket=min_bucket):
-        padded, lens = pad_batch([agent_trajs[i] for i in idx], bucket)
-        rewards = solve(padded, lens, expert_pad, expert_len, **kwargs)
-        for i, r in zip(idx, unpad(np.asarray(rewards), lens)):
-            out[i] = r
-    return out  # type: ignore[return-value]
+    kwargs = {k: setting[k] for k in REWARD_KEYS[name] if k in setting and k != "n_experts"}
+    return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, min_bucket=min_bucket, **kwargs)
 
 
 def label(

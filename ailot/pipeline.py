@@ -44,11 +44,20 @@ def versions() -> dict[str, str]:
 
 
 @functools.cache
-def git_commit() -> str:
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD of the checkout the package runs from, with "+dirty" when its code (ailot/, tune/) differs from it."""
+    here = Path(__file__).resolve().parent if repo is None else Path(repo)
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+
     try:
-        here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
+        head = git("rev-parse", "HEAD").stdout.strip()
+        if not head:
+            return "unknown"
+        top = git("rev-parse", "--show-toplevel").stdout.strip()
+        dirty = git("-C", top, "diff", "--quiet", "HEAD", "--", "ailot", "tune").returncode == 1
+        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -46,7 +46,7 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "wall_time_s": (pa.float64(), "trial wall time so far (training + evaluation)"),
     "timestamp": (pa.float64(), "unix time of the evaluation"),
     "versions": (pa.string(), "JSON of package versions (ailot, jax, flax, ott-jax, ray, ...)"),
-    "git_commit": (pa.string(), "git commit of the code that ran"),
+    "git_commit": (pa.string(), "git commit of the code that ran ('+dirty': ailot/ or tune/ had uncommitted changes)"),
     "config": (pa.string(), "JSON of the trial's full config"),
     "rewards_key": (pa.string(), "cache key of the rewards the learner trained on ('' for BC)"),
     "train_info": (pa.string(), "JSON of the learner's training metrics, means over the last chunk of updates "

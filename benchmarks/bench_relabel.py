@@ -4,22 +4,26 @@
     python benchmarks/bench_relabel.py --transitions 1000000 --a-episodes 300 --device-note "1x H100"
 
 Paths (all solve the same problems: k=1, alpha 5, tau 0.5, relative epsilon 1e-2, threshold 1e-3, at most
-1000 Sinkhorn iterations, one expert trajectory; `ailot.relabel` defaults otherwise):
+1000 Sinkhorn iterations, one expert trajectory; `ailot.relabel` defaults otherwise, which include the
+over-relaxed Sinkhorn, momentum 1.6, for (b) and (c); (a) and (a') run plain Sinkhorn as research code does):
 
 - (a)  research-code style: a Python loop over episodes, each solved alone at its exact length by a jitted
        ott-jax function (PointCloud cost on [x_t, x_t+k] concatenations, j1 window, Sinkhorn), so every
        distinct episode length compiles anew. `--a-episodes N` times only the first N episodes and
        extrapolates per transition (said so in the table).
-- (a') the same loop, every episode padded to the longest one: `ailot_rewards` with a batch of one, one compile.
+- (a') the same loop, every episode padded to the longest one: `ailot_rewards` with a batch of one and plain
+       Sinkhorn (momentum "none"), one compile.
 - (b)  `ailot.relabel.ailot_rewards_bucketed`: power-of-two length buckets, chunks of episodes solved by one
-       vmapped Sinkhorn. The reference row uses the library defaults (chunk_size 8, min_bucket 64); the other
-       (b) rows change one of them (`--chunk-sizes`, `--min-buckets`).
+       vmapped Sinkhorn. The reference row uses the library defaults (chunk_size 1 on a CPU, 8 on an
+       accelerator; min_bucket 64; momentum 1.6); the other (b) rows change one of them (`--chunk-sizes`,
+       `--min-buckets`, `--momenta`).
 - (c)  `ailot.distributed.RelabelPool` on a local Ray with 1 and 2 actors (one actor per GPU when Ray sees
        GPUs; a row needing more GPUs than there are is skipped). Ray startup is excluded.
 
 Each path runs twice on a cleared JAX compilation cache: "first run" includes compilation (and, for (c),
 actor start-up and JAX import in the actors), "steady" is a second identical run. Rewards of every path are
-compared with the (b) reference row (max |difference| over the transitions both computed).
+compared with the (b) reference row and with a tightly converged solution (threshold 1e-5, at most 10000
+iterations; untimed), max |difference| over the transitions both computed.
 
 Data: synthetic embeddings shaped like D4RL medium-replay (episode lengths log-uniform in [20, 1000]: many
 short episodes and a long tail). The expert is a smooth random walk (AR(1) velocity) of `--expert-length`
@@ -60,8 +64,10 @@ EPSILON, RELATIVE_EPSILON = 1e-2, True
 THRESHOLD, MAX_ITERATIONS = 1e-3, 1000
 SOLVER = dict(k=K, alpha=ALPHA, tau=TAU, epsilon=EPSILON, relative_epsilon=RELATIVE_EPSILON, threshold=THRESHOLD,
               max_iterations=MAX_ITERATIONS)
-POOL_SETTING = {"labeller": "ailot", "n_experts": 1, **SOLVER}
-REF_CHUNK, REF_MIN_BUCKET = relabel.default_chunk_size(), 64  # the library defaults: the (b) reference row
+POOL_SETTING = {"labeller": "ailot", "n_experts": 1, "momentum": relabel.MOMENTUM, **SOLVER}
+# the library defaults: the (b) reference row
+REF_CHUNK, REF_MIN_BUCKET, REF_MOMENTUM = relabel.default_chunk_size(), 64, relabel.MOMENTUM
+TIGHT = dict(SOLVER, threshold=1e-5, max_iterations=10_000)  # the accuracy reference (untimed)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -178,14 +184,15 @@ def path_a2(agent, expert):
     for x in agent:
         padded = np.zeros((1, tmax, x.shape[1]), np.float32)
         padded[0, : len(x)] = x
-        r = relabel.ailot_rewards(padded, [len(x)], expert[None], [len(expert)], chunk_size=1, **kw)
+        r = relabel.ailot_rewards(padded, [len(x)], expert[None], [len(expert)], chunk_size=1, momentum="none",
+                                  **kw)
         rewards.append(r[0, : len(x)])
     return rewards, {}
 
 
-def path_b(agent, expert, chunk_size: int, min_bucket: int):
+def path_b(agent, expert, chunk_size: int, min_bucket: int, momentum=REF_MOMENTUM):
     return relabel.ailot_rewards_bucketed(agent, [expert], chunk_size=chunk_size, min_bucket=min_bucket,
-                                          **SOLVER), {}
+                                          momentum=momentum, **SOLVER), {}
 
 
 # ---------------------------------------------------------------------------------------------- harness
@@ -256,29 +263,36 @@ def start_ray(num_cpus: int) -> str:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def parse_momentum(text: str):
+    return text if text in ("none", "adaptive") else float(text)
+
+
 def fmt(v, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def table(rows: list[Row], total: int) -> str:
+def max_diff(rewards: np.ndarray | None, ref: np.ndarray | None) -> float | None:
+    if rewards is None or ref is None:
+        return None
+    return float(np.max(np.abs(rewards - ref[: len(rewards)])))  # (a) may cover only the first episodes
+
+
+def table(rows: list[Row], tight: np.ndarray | None) -> str:
     ref = next((r for r in rows if r.path.startswith("(b)") and "reference" in r.path), None)
     a = next((r for r in rows if r.path.startswith("(a)") and r.first_s), None)
     a_rate = a.transitions / a.first_s if a else None
     lines = ["| path | transitions | first run (s) | steady (s) | tr/s first run | tr/s steady | "
-             "first-run speed-up vs (a) | max abs diff vs (b) | notes |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "first-run speed-up vs (a) | max abs diff vs (b) | max abs diff vs tight | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         rate_first = r.transitions / r.first_s if r.first_s else None
         rate_steady = r.transitions / r.steady_s if r.steady_s else None
         speed = rate_first / a_rate if (rate_first and a_rate) else None
-        diff = None
-        if ref is not None and r.rewards is not None:
-            n = len(r.rewards)  # (a) may cover only the first episodes: compare that prefix
-            diff = float(np.max(np.abs(r.rewards - ref.rewards[:n])))
+        diff = max_diff(r.rewards, None if ref is None else ref.rewards)
         lines.append(f"| {r.path} | {r.transitions} | {fmt(r.first_s, '.2f')} | {fmt(r.steady_s, '.2f')} | "
                      f"{fmt(rate_first, ',.0f')} | {fmt(rate_steady, ',.0f')} | "
                      f"{'1.00x' if r is a else (fmt(speed, '.2f') + 'x' if speed else 'n/a')} | "
-                     f"{fmt(diff, '.2e')} | {r.note} |")
+                     f"{fmt(diff, '.2e')} | {fmt(max_diff(r.rewards, tight), '.2e')} | {r.note} |")
     return "\n".join(lines)
 
 
@@ -293,7 +307,11 @@ def main() -> None:
                         help="time (a) on the first N episodes only and extrapolate per transition (0: all)")
     parser.add_argument("--paths", default="a,a2,b,c", help="comma-separated subset of a,a2,b,c")
     parser.add_argument("--chunk-sizes", default="1,8,32", help="(b) rows: chunk_size values at min_bucket 64")
-    parser.add_argument("--min-buckets", default="16,256", help="(b) rows: more min_bucket values at chunk_size 8")
+    parser.add_argument("--min-buckets", default="16,256",
+                        help="(b) rows: more min_bucket values at the default chunk size")
+    parser.add_argument("--momenta", default="none",
+                        help="(b) rows: more Sinkhorn momentum values (none, adaptive, or a weight in (0, 2))")
+    parser.add_argument("--no-tight", action="store_true", help="skip the tightly converged accuracy reference")
     parser.add_argument("--actors", default="1,2", help="(c) rows: actor counts")
     parser.add_argument("--ray-cpus", type=int, default=2, help="num_cpus of the local Ray for (c)")
     parser.add_argument("--device-note", default="", help="free text for the report header (machine, load)")
@@ -334,13 +352,16 @@ def main() -> None:
         rows.append(run_local(f"(a') per-episode, padded to {lengths.max()}", functools.partial(path_a2, agent, expert),
                               total))
     if "b" in paths:
-        combos = [(REF_CHUNK, REF_MIN_BUCKET)]
-        combos += [(int(c), REF_MIN_BUCKET) for c in args.chunk_sizes.split(",") if c and int(c) != REF_CHUNK]
-        combos += [(REF_CHUNK, int(m)) for m in args.min_buckets.split(",") if m and int(m) != REF_MIN_BUCKET]
-        for chunk, mb in combos:
-            ref = " [reference]" if (chunk, mb) == (REF_CHUNK, REF_MIN_BUCKET) else ""
-            rows.append(run_local(f"(b) bucketed, chunk_size={chunk} min_bucket={mb}{ref}",
-                                  functools.partial(path_b, agent, expert, chunk, mb), total))
+        reference = (REF_CHUNK, REF_MIN_BUCKET, REF_MOMENTUM)
+        combos = [reference]
+        combos += [(int(c), REF_MIN_BUCKET, REF_MOMENTUM) for c in args.chunk_sizes.split(",") if c]
+        combos += [(REF_CHUNK, int(m), REF_MOMENTUM) for m in args.min_buckets.split(",") if m]
+        combos += [(REF_CHUNK, REF_MIN_BUCKET, parse_momentum(m)) for m in args.momenta.split(",") if m]
+        for combo in dict.fromkeys(combos):  # the reference first, each combination once
+            chunk, mb, mom = combo
+            ref = " [reference]" if combo == reference else ""
+            rows.append(run_local(f"(b) bucketed, chunk_size={chunk} min_bucket={mb} momentum={mom}{ref}",
+                                  functools.partial(path_b, agent, expert, chunk, mb, mom), total))
     if "c" in paths:
         import ray
 
@@ -353,7 +374,11 @@ def main() -> None:
         finally:
             ray.shutdown()
             shutil.rmtree(tmp, ignore_errors=True)
-    report = "\n".join(["", *[f"- {h}" for h in header], "", table(rows, total), ""])
+    tight = None
+    if not args.no_tight:
+        print("  tight reference (threshold 1e-5, untimed)", flush=True)
+        tight = np.concatenate(relabel.ailot_rewards_bucketed(agent, [expert], **TIGHT))
+    report = "\n".join(["", *[f"- {h}" for h in header], "", table(rows, tight), ""])
     print(report, flush=True)
     if args.out:
         with open(args.out, "a") as f:

@@ -1,5 +1,7 @@
 """Sweep config validation and grid expansion."""
 
+import json
+
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -53,6 +55,8 @@ def test_bc_only_sweep_needs_no_rewards():
         ({"labellers": {"ailot": {"k": 0}}}, "labellers.ailot.k"),
         ({"labellers": {"ailot": {"epsilon": -1.0}}}, "labellers.ailot.epsilon"),
         ({"labellers": {"ailot": {"expert_mode": "mean"}}}, "labellers.ailot.expert_mode"),
+        ({"labellers": {"ailot": {"momentum": 2.5}}}, "labellers.ailot.momentum"),
+        ({"labellers": {"ailot": {"momentum": "fast"}}}, "labellers.ailot.momentum"),
         ({"learners": {"sac": {}}}, "sac"),
         ({"learners": {}}, "learners"),
         ({"seeds": [0, 0]}, "seeds"),
@@ -72,6 +76,17 @@ def test_bad_config_names_the_key(over, key):
         sweep_config_from_dict(base(**over))
     assert key in str(err.value)
     assert "Fix:" in str(err.value)
+
+
+def test_momentum_is_a_reward_setting_and_a_grid_axis():
+    from ailot.labellers import reward_setting
+
+    cfg = sweep_config_from_dict(base(labellers={"ailot": {"momentum": ["none", 1.6, "adaptive"]}}))
+    settings_ = cfg.labeller_settings()
+    assert [s["momentum"] for s in settings_] == ["none", 1.6, "adaptive"]
+    keys = {json.dumps(reward_setting(s), sort_keys=True) for s in settings_}
+    assert len(keys) == 3  # the rewards cache tells them apart
+    assert LABELLER_DEFAULTS["ailot"]["momentum"] == 1.6
 
 
 def test_load_from_file_and_missing_file(tmp_path):

@@ -74,3 +74,29 @@ def test_ablation_figures_need_a_grid_and_are_written(tmp_path):
     # one setting per knob: no ablation figure is made up
     names = {p.name for p in results.plot_all(pd.DataFrame(rows("a", 0, "ailot", "iql", [1, 2])), tmp_path / "one")}
     assert not names & {"score_vs_experts.png", "k_epsilon_heatmap.png"}
+
+
+def test_git_commit_marks_uncommitted_code(tmp_path):
+    import subprocess
+
+    from ailot.pipeline import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "ailot").mkdir()
+    (tmp_path / "ailot" / "m.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path / "ailot") == head
+    (tmp_path / "notes.txt").write_text("b\n")  # not code: still clean
+    git_commit.cache_clear()
+    assert git_commit(tmp_path / "ailot") == head
+    (tmp_path / "ailot" / "m.py").write_text("x = 2\n")
+    git_commit.cache_clear()
+    assert git_commit(tmp_path / "ailot") == head + "+dirty"
+    git_commit.cache_clear()
