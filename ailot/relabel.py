@@ -380,6 +380,12 @@ def _check_solver(epsilon, threshold, max_iterations, chunk_size, inner_iteratio
 # ---------------------------------------------------------------------------------------------- chunking
 
 
+def _chunk_shape(n: int, chunk_size: int) -> int:
+    """Batch size of the calls for n trajectories: min(chunk_size, next power of two >= n), so a bucket sees
+    at most log2(chunk_size) + 1 shapes."""
+    return min(int(chunk_size), 1 << max(n - 1, 0).bit_length())
+
+
 def _run_chunks(step, agent: np.ndarray, agent_len: np.ndarray, chunk_size: int, fallback=None):
     """Apply a jitted step to fixed-size chunks of the batch (the last one padded with length-1 dummies).
 
@@ -388,9 +394,8 @@ def _run_chunks(step, agent: np.ndarray, agent_len: np.ndarray, chunk_size: int,
     work overlaps the solves. Trajectories whose Sinkhorn diverged (a non-finite marginal error, which
     over-relaxation can cause) are solved again by `fallback` (the same step without momentum) when given.
     """
-    # chunk = min(chunk_size, next power of two >= N): at most log2(chunk_size) + 1 shapes per bucket
     n = len(agent)
-    chunk = min(int(chunk_size), 1 << max(n - 1, 0).bit_length())
+    chunk = _chunk_shape(n, chunk_size)
     outs = []
     for start in range(0, n, chunk):
         x, lens = agent[start: start + chunk], agent_len[start: start + chunk]
@@ -508,8 +513,8 @@ def otr_rewards(
 
 def _warm_up(solve, bucket: int, n_trajs: int, expert: np.ndarray, expert_len: np.ndarray, kwargs) -> None:
     """Compile `solve` for a bucket by solving dummy length-1 trajectories in the batch shape the real call uses
-    (`_run_chunks`: min(chunk_size, next power of two >= n_trajs)); they converge in one check."""
-    chunk = min(int(kwargs.get("chunk_size") or default_chunk_size()), 1 << max(n_trajs - 1, 0).bit_length())
+    (`_chunk_shape`); they converge at the first error check."""
+    chunk = _chunk_shape(n_trajs, kwargs.get("chunk_size") or default_chunk_size())
     solve(np.zeros((chunk, bucket, expert.shape[-1]), np.float32), np.ones(chunk, np.int32), expert, expert_len,
           **kwargs)
 

@@ -253,7 +253,7 @@ def test_paper_epsilon_reports_iterations():
     assert (stats.converged == (stats.error < R.THRESHOLD)).all()
 
 
-def _slow_walks(n: int = 12):
+def _slow_walks(n: int = 8):
     """Problems plain Sinkhorn needs hundreds of iterations for at EPS (random walks vs a walk)."""
     rng = np.random.default_rng(13)
     expert = walk(rng, 45)
@@ -306,6 +306,21 @@ def test_bucketed_helper_matches_direct_calls():
         direct = R.ailot_rewards(*pad([trajs[i] for i in idx], bucket), expert[None], [40], epsilon=EPS)
         for row, i in enumerate(idx):
             np.testing.assert_array_equal(out[i], direct[row, : len(trajs[i])])
+
+
+def test_bucketed_compiles_each_bucket_once_in_the_shape_it_solves():
+    """The background warm-up must compile the very shapes the solves use: one compilation per bucket."""
+    rng = np.random.default_rng(14)
+    d = 7  # a dimension no other test uses, so the cache count is ours
+    expert = walk(rng, 40, d)
+    trajs = [walk(rng, t, d) for t in (10, 70, 33, 64, 50, 12)]  # buckets 32: 2 trajs, 64: 3, 128: 1
+    before = R.sinkhorn_batch._cache_size()
+    out = R.ailot_rewards_bucketed(trajs, [expert], min_bucket=32, epsilon=EPS, chunk_size=2)
+    assert R.sinkhorn_batch._cache_size() == before + 3  # (2, 32), (2, 64) and (1, 128): no second shape
+    again = R.ailot_rewards_bucketed(trajs, [expert], min_bucket=32, epsilon=EPS, chunk_size=2)
+    assert R.sinkhorn_batch._cache_size() == before + 3
+    for a, b in zip(out, again):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------- OTR
