@@ -386,13 +386,14 @@ def _chunk_shape(n: int, chunk_size: int) -> int:
     return min(int(chunk_size), 1 << max(n - 1, 0).bit_length())
 
 
-def _run_chunks(step, agent: np.ndarray, agent_len: np.ndarray, chunk_size: int, fallback=None):
-    """Apply a jitted step to fixed-size chunks of the batch (the last one padded with length-1 dummies).
+def _run_chunks(step, agent: np.ndarray, agent_len: np.ndarray, chunk_size: int, momentum: str | float):
+    """Apply a jitted step (given its momentum here) to fixed-size chunks of the batch (the last one padded with
+    length-1 dummies).
 
     Calls see at most log2(chunk_size) + 1 batch shapes, so the compilations of a bucket do not grow with its
     number of episodes or their true lengths. All chunks are dispatched before any result is read, so host
     work overlaps the solves. Trajectories whose Sinkhorn diverged (a non-finite marginal error, which
-    over-relaxation can cause) are solved again by `fallback` (the same step without momentum) when given.
+    over-relaxation can cause) are solved again without momentum.
     """
     n = len(agent)
     chunk = _chunk_shape(n, chunk_size)
@@ -403,17 +404,17 @@ def _run_chunks(step, agent: np.ndarray, agent_len: np.ndarray, chunk_size: int,
             fill = chunk - len(x)
             x = np.concatenate([x, np.zeros((fill, *x.shape[1:]), x.dtype)])
             lens = np.concatenate([lens, np.ones(fill, lens.dtype)])
-        outs.append(step(x, lens))
+        outs.append(step(x, lens, momentum=momentum))
     outs = jax.device_get(outs)
     rewards = np.concatenate([r for r, _ in outs])[:n].astype(np.float32)
     info = {key: np.concatenate([i[key] for _, i in outs])[:n] for key in outs[0][1]}
     stats = SinkhornStats(info["n_iters"].astype(np.int32), info["converged"].astype(bool),
                           info["error"].astype(np.float32))
     diverged = np.flatnonzero(~np.isfinite(stats.error).all(axis=1))
-    if fallback is not None and diverged.size:
+    if momentum != "none" and diverged.size:
         log.info("Sinkhorn diverged with momentum on %d of %d trajectories; solving them again without",
                  diverged.size, n)
-        again, again_stats = _run_chunks(fallback, agent[diverged], agent_len[diverged], chunk_size)
+        again, again_stats = _run_chunks(step, agent[diverged], agent_len[diverged], chunk_size, "none")
         rewards[diverged] = again
         for field, values in zip(stats, again_stats):
             field[diverged] = values
@@ -463,9 +464,8 @@ def ailot_rewards(
         sinkhorn_batch, expert=expert, expert_len=m, epsilon=float(epsilon), alpha=float(alpha), tau=float(tau),
         k=int(k), relative_epsilon=bool(relative_epsilon), merge=expert_mode == "merge",
         threshold=float(threshold), max_iterations=int(max_iterations), lse_mode=bool(lse_mode),
-        inner_iterations=int(inner_iterations), momentum=momentum)
-    fallback = None if momentum == "none" else functools.partial(step, momentum="none")
-    rewards, stats = _run_chunks(step, agent, n, chunk_size, fallback)
+        inner_iterations=int(inner_iterations))
+    rewards, stats = _run_chunks(step, agent, n, chunk_size, momentum)
     return (rewards, stats) if return_info else rewards
 
 
@@ -505,9 +505,8 @@ def otr_rewards(
     step = functools.partial(
         otr_batch, expert=expert, expert_len=m, epsilon=float(epsilon), alpha=float(alpha), scale=float(scale),
         threshold=float(threshold), max_iterations=int(max_iterations), lse_mode=bool(lse_mode),
-        inner_iterations=int(inner_iterations), momentum=momentum)
-    fallback = None if momentum == "none" else functools.partial(step, momentum="none")
-    rewards, stats = _run_chunks(step, agent, n, chunk_size, fallback)
+        inner_iterations=int(inner_iterations))
+    rewards, stats = _run_chunks(step, agent, n, chunk_size, momentum)
     return (rewards, stats) if return_info else rewards
 
 
@@ -523,9 +522,9 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
                    min_bucket: int = 64, **kwargs) -> list[np.ndarray]:
     """`solve` (`ailot_rewards` or `otr_rewards`) on ragged trajectories [T_i, d]: rewards [T_i] each.
 
-    Pads to power-of-two length buckets (at least min_bucket), largest first. While one bucket is solved, a
-    background thread compiles the next ones (XLA compiles outside the GIL), so compile time hides behind
-    solving instead of adding to it.
+    Pads to power-of-two length buckets (at least min_bucket), largest first. While the main thread compiles
+    and solves the first bucket, a background thread compiles the others in order (XLA compiles outside the
+    GIL), so compile time hides behind solving instead of adding to it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -545,10 +544,11 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ailot-compile") as compiler:
         # one worker, in solving order: bucket b is compiled once, before the main thread needs it
         compiled = [compiler.submit(_warm_up, solve, bucket, len(idx), expert, expert_len, kwargs)
-                    for bucket, idx in buckets]
+                    for bucket, idx in buckets[1:]]
         try:
-            for (bucket, idx), ready in zip(buckets, compiled):
-                ready.result()
+            for i, (bucket, idx) in enumerate(buckets):
+                if i:
+                    compiled[i - 1].result()
                 padded, lens = pad_batch([np.asarray(agent_trajs[i]) for i in idx], bucket)
                 rewards = solve(padded, lens, expert, expert_len, **kwargs)
                 for i, r in zip(idx, unpad(rewards, lens)):
