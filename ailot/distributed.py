@@ -3,8 +3,9 @@
 The encoder and the expert set are `ray.put` once and passed to every task by reference. Agent trajectories
 are cut into shards of one length bucket each (largest buckets first, so the long solves start early and
 every actor compiles once per bucket); an actor embeds its shard once and solves every requested setting on
-it. A shard whose actor dies is re-run on a replacement actor. The driver reassembles rewards in
-transition order. `ailot.labellers.label` is the single-process path that gives the same rewards.
+it. A shard whose actor dies is re-run on a replacement actor (a shard that takes down `max_shard_failures`
+actors fails the request instead). The driver reassembles rewards in transition order. `ailot.labellers.label`
+is the single-process path that gives the same rewards.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from ailot.data.episodes import Episodes, bucket_length
-from ailot.labellers import expert_trajectories, solve_setting, split_like
+from ailot.data.episodes import Episodes, fit_bucket
+from ailot.labellers import bucket_plan, expert_trajectories, solve_setting, split_like
 
 log = logging.getLogger(__name__)
 
 
-def _actor_env(use_gpu: bool) -> dict[str, str]:
+def _actor_env(use_gpu: bool, cpus: float = 1.0) -> dict[str, str]:
     if use_gpu:
         # one process per device; let JAX grow memory instead of grabbing 75% of the GPU up front
         return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    return {"JAX_PLATFORMS": "cpu"}
+    env = {"JAX_PLATFORMS": "cpu"}
+    if cpus < 2:
+        # XLA would spread every op over all the node's cores; keep a one-CPU actor to one thread (also faster
+        # for one-episode solves: 3.06 s vs 4.26 s for the 10k-transition benchmark on 2 cores)
+        env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
+    return env
 
 
 class RelabelWorker:
@@ -47,7 +53,7 @@ class RelabelWorker:
         encoder,
         experts_by_n: dict[int, list[np.ndarray]],
         settings: list[dict[str, Any]],
-        min_bucket: int,
+        buckets: tuple[int, ...],
     ) -> dict[str, Any]:
         """Embed the shard once, then rewards for every setting: {"rewards": [setting][traj] -> [T]}."""
         embedded, experts_emb = None, {}
@@ -62,20 +68,18 @@ class RelabelWorker:
                 trajs, experts = embedded, experts_emb[n]
             else:
                 trajs, experts = shard, experts_by_n[n]
-            out.append(solve_setting(setting, trajs, experts, min_bucket=min_bucket))
+            out.append(solve_setting(setting, trajs, experts, buckets=buckets))
         import ray
 
         return {"rewards": out, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
-def plan_shards(lengths: np.ndarray, num_actors: int, min_bucket: int = 64, max_shard_transitions: int = 0
-                ) -> list[np.ndarray]:
-    """Episode indices per shard: one length bucket per shard, big buckets split so all actors get work.
-
-    Largest buckets come first so the slowest solves start early.
+def plan_shards(lengths: np.ndarray, num_actors: int, sizes, max_shard_transitions: int = 0) -> list[np.ndarray]:
+    """Episode indices per shard: one length bucket (of the bucket lengths `sizes`) per shard, big buckets split
+    so all actors get work. Largest buckets come first so the slowest solves start early.
     """
     lengths = np.asarray(lengths)
-    buckets = np.array([bucket_length(int(t), min_bucket) for t in lengths])
+    buckets = np.array([fit_bucket(int(t), sizes) for t in lengths])
     total = int(lengths.sum())
     cap = max_shard_transitions or max(1, total // max(1, 2 * num_actors))
     shards = []
@@ -99,7 +103,8 @@ def pick_shard(queue: list[int], bucket: list[int], mine: set[int], others: set[
 class RelabelPool:
     """A pool of Ray actors for relabelling. Use as a context manager; `ray.init` must have been called."""
 
-    def __init__(self, num_actors: int = 0, use_gpus: bool | None = None, cpus_per_actor: float = 1.0):
+    def __init__(self, num_actors: int = 0, use_gpus: bool | None = None, cpus_per_actor: float = 1.0,
+                 max_shard_failures: int = 3):
         import ray
 
         resources = ray.cluster_resources()
@@ -111,13 +116,14 @@ class RelabelPool:
         self._options = dict(
             num_gpus=1 if self.use_gpus else 0,
             num_cpus=cpus_per_actor,
-            runtime_env={"env_vars": _actor_env(self.use_gpus)},
+            runtime_env={"env_vars": _actor_env(self.use_gpus, cpus_per_actor)},
             scheduling_strategy="SPREAD",
         )
         self._cls = ray.remote(RelabelWorker)
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.compiled: dict[int, set[int]] = {}  # id(actor) -> bucket lengths it has solved (compiled for)
         self.replacements = 0
+        self.max_shard_failures = max_shard_failures  # actors one shard may take down before the request fails
         self.puts = 0  # objects put in the store (encoder, expert set): once per request
 
     def _new_actor(self):
@@ -143,12 +149,14 @@ class RelabelPool:
         encoder,
         settings: list[dict[str, Any]],
         *,
-        min_bucket: int = 64,
+        buckets: tuple[int, ...] | None = None,
         max_shard_transitions: int = 0,
         progress: bool = True,
         on_submit=None,
     ) -> list[np.ndarray]:
-        """Rewards [M] (transition order) for each OT setting, computed across the pool."""
+        """Rewards [M] (transition order) for each OT setting, computed across the pool.
+
+        buckets: the padded lengths (`ailot.labellers.bucket_plan`; None plans them for these settings)."""
         import ray
         from tqdm.auto import tqdm
 
@@ -160,7 +168,10 @@ class RelabelPool:
         encoder_ref = ray.put(encoder)
         experts_ref = ray.put(experts_by_n)
         self.puts += 2
-        shards = plan_shards(agent.lengths, self.num_actors, min_bucket, max_shard_transitions)
+        if buckets is None:
+            buckets = bucket_plan(agent, expert, solves=len(settings),
+                                  backend="accelerator" if self.use_gpus else "cpu")  # the actors' device
+        shards = plan_shards(agent.lengths, self.num_actors, buckets, max_shard_transitions)
         results: list[list[list[np.ndarray]] | None] = [None] * len(shards)
         pending: dict[Any, tuple[int, Any]] = {}
         queue = list(range(len(shards)))
@@ -168,18 +179,19 @@ class RelabelPool:
 
         def submit(actor, shard_id):
             ref = actor.solve.remote([states[i] for i in shards[shard_id]], encoder_ref, experts_ref, settings,
-                                     min_bucket)
+                                     tuple(buckets))
             pending[ref] = (shard_id, actor)
             if on_submit is not None:
                 on_submit(actor, shard_id)
 
-        bucket = [bucket_length(int(agent.lengths[idx].max()), min_bucket) for idx in shards]
+        bucket = [fit_bucket(int(agent.lengths[idx].max()), buckets) for idx in shards]
 
         def next_shard(actor) -> int:
             mine = self.compiled.setdefault(id(actor), set())
             others = set().union(*(b for a, b in self.compiled.items() if a != id(actor)))
             return queue.pop(pick_shard(queue, bucket, mine, others))
 
+        failures: dict[int, int] = {}  # shard -> actors lost on it
         bar = tqdm(total=int(agent.lengths.sum()), desc="relabel", unit="tr", disable=not progress)
         while queue or pending:
             while queue and idle:
@@ -192,7 +204,15 @@ class RelabelPool:
             shard_id, actor = pending.pop(ref)
             try:
                 out = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as err:
+                failures[shard_id] = failures.get(shard_id, 0) + 1
+                if failures[shard_id] >= self.max_shard_failures:
+                    bar.close()
+                    raise RuntimeError(
+                        f"relabel shard {shard_id} ({len(shards[shard_id])} episodes of bucket {bucket[shard_id]}) "
+                        f"took down {failures[shard_id]} actors in a row, so it is not retried again; the "
+                        f"actor logs under Ray's session directory say why (out of memory, a bad XLA_FLAGS, ...). "
+                        f"Last error: {err}") from err
                 log.warning("relabel actor died on shard %d; re-running it on a replacement actor", shard_id)
                 self.actors.remove(actor)
                 self.compiled.pop(id(actor), None)

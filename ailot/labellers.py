@@ -2,12 +2,12 @@
 
 `ailot` embeds states with the intent encoder psi and solves OT per agent episode (ailot.relabel);
 `otr` does the same on raw states with OTR's cost and squashing; `true` returns the dataset's own rewards;
-`zero` returns zeros. Episodes are grouped in power-of-two length buckets so each bucket compiles once.
+`zero` returns zeros. Episodes are padded to a few length buckets (`bucket_plan`) so each bucket compiles once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,14 +38,26 @@ def expert_trajectories(expert: Episodes, n: int) -> list[np.ndarray]:
     return list(top_n_episodes(expert, n).observations)
 
 
+def bucket_plan(agent: Episodes, expert: Episodes, solves: int = 1, backend: str | None = None) -> tuple[int, ...]:
+    """Length buckets for relabelling `agent` against `expert` (`ailot.relabel.plan_buckets`), each compiled
+    once and solved `solves` times (once per setting), on `backend` ("cpu" or "accelerator"; default: JAX's
+    here). Computed once per request, so that every actor of a pool, and the local path given the same plan,
+    pad each episode alike and give the same rewards."""
+    from ailot import relabel
+
+    # expert trajectories are observations, one more than the steps
+    return relabel.plan_buckets(agent.lengths, int(expert.lengths.max()) + 1, solves=solves, backend=backend)
+
+
 def solve_setting(
     setting: dict[str, Any],
     agent_trajs: list[np.ndarray],
     expert_trajs: list[np.ndarray],
     *,
-    min_bucket: int = 64,
+    buckets: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Rewards [T_i] for each agent trajectory [T_i, d] (already embedded for ailot, raw for otr)."""
+    """Rewards [T_i] for each agent trajectory [T_i, d] (already embedded for ailot, raw for otr), padded to the
+    bucket lengths `buckets` (None: planned for these trajectories)."""
     from ailot import relabel
 
     name = setting["labeller"]
@@ -56,7 +68,7 @@ def solve_setting(
     else:
         raise AilotInputError(f"labeller {name!r}", "is not an OT labeller", "use 'ailot' or 'otr' here")
     kwargs = {k: setting[k] for k in REWARD_KEYS[name] if k in setting and k != "n_experts"}
-    return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, min_bucket=min_bucket, **kwargs)
+    return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, buckets=buckets, **kwargs)
 
 
 def label(
@@ -65,9 +77,11 @@ def label(
     expert: Episodes | None = None,
     encoder=None,
     *,
-    min_bucket: int = 64,
+    buckets: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Rewards [M] aligned with `agent.to_transitions()` for one labeller setting (local, single process)."""
+    """Rewards [M] aligned with `agent.to_transitions()` for one labeller setting (local, single process).
+
+    buckets: the padded lengths (`bucket_plan`; None plans them for this one setting)."""
     name = setting.get("labeller")
     if name not in REWARD_KEYS:
         raise AilotInputError(f"labeller {name!r}", "is unknown", f"use one of: {', '.join(REWARD_KEYS)}")
@@ -79,12 +93,14 @@ def label(
         raise AilotInputError(f"labeller {name!r}", "needs an expert dataset", "set datasets[].expert")
     if name in NEEDS_ENCODER and encoder is None:
         raise AilotInputError("labeller 'ailot'", "needs an intent encoder", "pretrain one (ailot.intents.pretrain)")
+    if buckets is None:
+        buckets = bucket_plan(agent, expert)
     states = agent.states()
     experts = expert_trajectories(expert, int(setting.get("n_experts", 1)))
     if name == "ailot":
         states = split_like(encoder.embed(np.concatenate(states)), states)
         experts = split_like(encoder.embed(np.concatenate(experts)), experts)
-    rewards = solve_setting(setting, states, experts, min_bucket=min_bucket)
+    rewards = solve_setting(setting, states, experts, buckets=buckets)
     return np.concatenate(rewards).astype(np.float32)
 
 

@@ -23,7 +23,7 @@ from ailot.cache import ArrayCache, content_key
 from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
-from ailot.labellers import NEEDS_ENCODER, label, reward_setting
+from ailot.labellers import NEEDS_ENCODER, bucket_plan, label, reward_setting
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +156,11 @@ def relabel_settings(
             cache.put(k, {"rewards": label(s, agent, expert, encoder)}, meta=_meta(agent, s, enc_hash))
     if ot:
         t0 = time.time()
-        if pool is not None:
+        if pool is not None:  # the pool plans its buckets for its actors' device
             results = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress)
         else:
-            results = [label(s, agent, expert, encoder) for s in ot.values()]
+            buckets = bucket_plan(agent, expert, solves=len(ot))  # one plan for every setting solved here
+            results = [label(s, agent, expert, encoder, buckets=buckets) for s in ot.values()]
         seconds = time.time() - t0
         for (k, s), r in zip(ot.items(), results):
             cache.put(k, {"rewards": r}, meta={**_meta(agent, s, enc_hash), "seconds_for_batch": seconds})

@@ -11,14 +11,13 @@ Layered like OTT, each arrow a small pure function:
 - `reward_from_plan`: r_i = alpha * exp(-tau * Ta * sum_j P_ij C_ij), zero past the agent's length.
 
 `sinkhorn_batch` is the one jitted step: it vmaps the layers over a fixed-size chunk of padded agent
-trajectories (and over expert trajectories). `ailot_rewards` loops over chunks in Python, padding the last
-chunk, so a length bucket compiles at most log2(chunk_size) + 1 times whatever its number of episodes and
-their true lengths. A vmapped while-loop runs until its slowest problem converges, so the chunk size is a
-knob. Measured on 2 shared CPU cores (100 episodes, T=256, one 300-step expert, d=256, unit-scale steps):
-at the paper's absolute epsilon=1e-3 every problem hits the iteration cap and chunks of 8 are fastest
-(143 ms/episode vs 210 looping one by one, 257-272 for chunks of 32-100: the [B, T, Te] working set
-leaves the cache); when problems converge at different speeds (relative epsilon 1e-2: median 55
-iterations, max 1000) one by one is fastest (99 vs 187 ms/episode for chunks of 8).
+trajectories (and over expert trajectories); a chunk of one (the CPU default) is solved without vmap, which
+traced, compiled and ran ~3x faster on a CPU (a vmapped while-loop selects between old and new carries every
+iteration). `ailot_rewards` loops over chunks in Python, padding the last chunk, so a length bucket compiles
+at most log2(chunk_size) + 1 times whatever its number of episodes and their true lengths. A vmapped
+while-loop runs until its slowest problem converges, so the chunk size is a knob (benchmarks/README.md).
+`solve_bucketed` pads ragged trajectories to the length buckets `plan_buckets` picks by weighing a compile
+against the padded work it saves.
 
 `otr_rewards` is the OTR baseline (Luo et al. 2023) on the same layers: raw states, cosine cost, no k-term,
 no j1 window, OTR's exponential squashing and its top-1 aggregation over expert trajectories.
@@ -59,13 +58,24 @@ MOMENTUM = 1.6
 K = 1  # k-offset of the cost's second term: 1 locomotion, 5 antmaze (AILOT paper; DESIGN.md)
 # Episodes per vmapped Sinkhorn call. A vmapped while-loop runs until its slowest problem converges, so on a CPU
 # one problem per call is fastest (benchmarks/README.md: 4.1x the steady throughput of chunks of 8 at relative
-# epsilon 1e-2, 2 cores); on an accelerator batching should pay, but 8 there is unmeasured so far.
+# epsilon 1e-2, 2 cores, and a chunk of one now skips vmap, ~3x faster again); on an accelerator batching
+# should pay, but 8 there is unmeasured so far.
 CHUNK_SIZE_CPU = 1
 CHUNK_SIZE_ACCELERATOR = 8
 
 
 def default_chunk_size() -> int:
     return CHUNK_SIZE_CPU if jax.default_backend() == "cpu" else CHUNK_SIZE_ACCELERATOR
+
+
+# The cost model behind `plan_buckets`: one compilation per length bucket against Sinkhorn iterations on padded
+# rows. CPU values measured on this project's 2-core machine (benchmarks/README.md, 2026-12-02); accelerator
+# values are unmeasured estimates (a compile of ~2 s; an iteration on a [T, Te] problem bound by launching the
+# loop body, ~20 us, then by reading the cost at ~1 ns per 1000 cells).
+COMPILE_SECONDS = {"cpu": 0.85, "accelerator": 2.0}  # trace + XLA compile of one bucket (CPU: 0.7-1.0 s)
+ITERATION_SECONDS = {"cpu": (30e-6, 0.72e-9), "accelerator": (20e-6, 1e-12)}  # (fixed, per cost cell)
+PLANNED_ITERATIONS = 50  # Sinkhorn iterations a problem is assumed to take (median 30-70 measured, momentum 1.6)
+BUCKET_ALIGN = 8  # bucket lengths are multiples of this
 
 # OTR (ethanluoyc/optimal_transport_reward, otr/agents/otil/rewarder.py and otr/train_offline.py):
 OTR_ALPHA = 5.0  # squashing_exponential alpha (configs/otr_iql_mujoco.py: config.alpha = 5.0)
@@ -193,6 +203,24 @@ def _effective_epsilon(cost, a, b, epsilon, relative: bool):
     return epsilon * jnp.sum(jnp.where(mask, cost, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
+def _vmap(f, in_axes):
+    """jax.vmap(f, in_axes) (axes 0 or None); over an axis of size 1, f on the one element with the axis put back.
+
+    A vmapped while-loop selects between old and new carries every iteration and traces and compiles ~1.5x
+    slower (0.36-0.56 s + 0.91-1.13 s vs 0.08-0.24 s + 0.66-0.83 s per bucket on 2 CPU cores, one episode vs
+    one expert), and a batch of one episode against one expert is the CPU default.
+    """
+    mapped = jax.vmap(f, in_axes=in_axes)
+
+    def call(*args):
+        if {a.shape[0] for a, axis in zip(args, in_axes) if axis is not None} != {1}:
+            return mapped(*args)
+        out = f(*(a if axis is None else a[0] for a, axis in zip(args, in_axes)))
+        return jax.tree.map(lambda v: v[None], out)
+
+    return call
+
+
 # -------------------------------------------------------------------------------------------- AILOT step
 
 
@@ -250,12 +278,12 @@ def sinkhorn_batch(
                      inner_iterations=inner_iterations, momentum=momentum)
     if merge:
         one = functools.partial(_one_vs_merged, k=k, relative=relative_epsilon, solver_kw=solver_kw)
-        rewards, info = jax.vmap(one, in_axes=(0, 0, None, None, None, None, None))(
+        rewards, info = _vmap(one, (0, 0, None, None, None, None, None))(
             agent, agent_len, expert, expert_len, epsilon, alpha, tau)
         return rewards, info
     one = functools.partial(_one_vs_one, k=k, relative=relative_epsilon, solver_kw=solver_kw)
-    over_experts = jax.vmap(one, in_axes=(None, None, 0, 0, None, None, None))  # -> [E, T]
-    rewards, info = jax.vmap(over_experts, in_axes=(0, 0, None, None, None, None, None))(
+    over_experts = _vmap(one, (None, None, 0, 0, None, None, None))  # -> [E, T]
+    rewards, info = _vmap(over_experts, (0, 0, None, None, None, None, None))(
         agent, agent_len, expert, expert_len, epsilon, alpha, tau)
     return rewards.max(axis=1), info  # the paper: per-state maximum over expert trajectories
 
@@ -297,8 +325,8 @@ def otr_batch(
         r = alpha * jnp.exp(-scale * transport_cost_per_state(plan, cost, n))
         return jnp.where(a > 0, r, 0.0), info
 
-    over_experts = jax.vmap(one, in_axes=(None, None, 0, 0))
-    rewards, info = jax.vmap(over_experts, in_axes=(0, 0, None, None))(agent, agent_len, expert, expert_len)
+    over_experts = _vmap(one, (None, None, 0, 0))
+    rewards, info = _vmap(over_experts, (0, 0, None, None))(agent, agent_len, expert, expert_len)
     best = jnp.argmax(rewards.sum(axis=2), axis=1)  # [B]
     return jnp.take_along_axis(rewards, best[:, None, None], axis=1)[:, 0], info
 
@@ -518,13 +546,48 @@ def _warm_up(solve, bucket: int, n_trajs: int, expert: np.ndarray, expert_len: n
           **kwargs)
 
 
+def plan_buckets(lengths, expert_length: int, solves: int = 1, backend: str | None = None) -> tuple[int, ...]:
+    """Bucket lengths for agent episodes of these lengths, ascending: the partition of the sorted lengths with
+    the least modelled time, one compilation (`COMPILE_SECONDS`) per bucket plus, `solves` times (once per
+    setting solved on the same compilation), `PLANNED_ITERATIONS` Sinkhorn iterations (`ITERATION_SECONDS`)
+    per episode on its padded [bucket, expert_length] problem.
+
+    A few thousand transitions get one or two buckets (a compile is worth ~20k padded rows on a CPU); a
+    large dataset gets many, each holding episodes of nearly its own length. Exact dynamic programming over
+    the distinct lengths (rounded up to `BUCKET_ALIGN`), O(distinct^2).
+    """
+    backend = backend or ("cpu" if jax.default_backend() == "cpu" else "accelerator")
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size == 0 or lengths.min() < 1:
+        raise AilotInputError("episode lengths", "are empty or hold an episode of no steps", "drop empty episodes")
+    aligned = -(-lengths // BUCKET_ALIGN) * BUCKET_ALIGN
+    sizes, counts = np.unique(aligned, return_counts=True)
+    before = np.concatenate([[0], np.cumsum(counts)])  # episodes shorter than sizes[j], per j
+    fixed, per_cell = ITERATION_SECONDS[backend]
+    per_episode = PLANNED_ITERATIONS * fixed * solves
+    per_row = PLANNED_ITERATIONS * per_cell * int(expert_length) * solves
+    best = np.zeros(len(sizes) + 1)  # best[j]: least time for the j shortest sizes
+    cut = np.zeros(len(sizes) + 1, dtype=np.int64)  # where the last bucket of that optimum starts
+    for j in range(1, len(sizes) + 1):
+        episodes = before[j] - before[:j]  # in a bucket of sizes[j - 1] holding sizes[i:j], for each i < j
+        total = best[:j] + COMPILE_SECONDS[backend] + episodes * (per_episode + per_row * sizes[j - 1])
+        cut[j] = int(np.argmin(total))
+        best[j] = total[cut[j]]
+    plan, j = [], len(sizes)
+    while j:
+        plan.append(int(sizes[j - 1]))
+        j = cut[j]
+    return tuple(reversed(plan))
+
+
 def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
-                   min_bucket: int = 64, **kwargs) -> list[np.ndarray]:
+                   buckets: Sequence[int] | None = None, **kwargs) -> list[np.ndarray]:
     """`solve` (`ailot_rewards` or `otr_rewards`) on ragged trajectories [T_i, d]: rewards [T_i] each.
 
-    Pads to power-of-two length buckets (at least min_bucket), largest first. While the main thread compiles
-    and solves the first bucket, a background thread compiles the others in order (XLA compiles outside the
-    GIL), so compile time hides behind solving instead of adding to it.
+    Pads each trajectory to the smallest of the bucket lengths `buckets` that holds it (default: `plan_buckets`)
+    and solves the buckets largest first. While the main thread compiles and solves the first bucket, a
+    background thread compiles the others in order (XLA compiles outside the GIL), so compile time hides
+    behind solving instead of adding to it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -539,14 +602,20 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
             raise AilotInputError(f"{name} trajectory {empty[0]}", "is empty or not [T, d]",
                                   "drop empty episodes; pass one [T, d] array per trajectory")
     expert, expert_len = pad_batch([np.asarray(t, np.float32) for t in expert_trajs])
-    buckets = length_buckets(np.array([len(t) for t in agent_trajs]), min_bucket=min_bucket)
+    lengths = np.array([len(t) for t in agent_trajs])
+    if buckets is None:
+        buckets = plan_buckets(lengths, expert.shape[1])
+    elif not len(buckets) or max(buckets) < lengths.max():
+        raise AilotInputError("buckets", f"{list(buckets)} hold no trajectory of {lengths.max()} steps",
+                              "give bucket lengths up to the longest trajectory, or None to plan them")
     out: list[np.ndarray] = [np.empty(0, np.float32)] * len(agent_trajs)
+    groups = length_buckets(lengths, sizes=buckets)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ailot-compile") as compiler:
         # one worker, in solving order: bucket b is compiled once, before the main thread needs it
         compiled = [compiler.submit(_warm_up, solve, bucket, len(idx), expert, expert_len, kwargs)
-                    for bucket, idx in buckets[1:]]
+                    for bucket, idx in groups[1:]]
         try:
-            for i, (bucket, idx) in enumerate(buckets):
+            for i, (bucket, idx) in enumerate(groups):
                 if i:
                     compiled[i - 1].result()
                 padded, lens = pad_batch([np.asarray(agent_trajs[i]) for i in idx], bucket)
@@ -560,12 +629,12 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
 
 
 def ailot_rewards_bucketed(agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
-                           min_bucket: int = 64, **kwargs) -> list[np.ndarray]:
-    """`ailot_rewards` for ragged trajectories [T_i, d]: pads to power-of-two buckets, returns [T_i] each."""
-    return solve_bucketed(ailot_rewards, agent_trajs, expert_trajs, min_bucket=min_bucket, **kwargs)
+                           buckets: Sequence[int] | None = None, **kwargs) -> list[np.ndarray]:
+    """`ailot_rewards` for ragged trajectories [T_i, d]: pads to length buckets, returns [T_i] each."""
+    return solve_bucketed(ailot_rewards, agent_trajs, expert_trajs, buckets=buckets, **kwargs)
 
 
 def otr_rewards_bucketed(agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
-                         min_bucket: int = 64, **kwargs) -> list[np.ndarray]:
-    """`otr_rewards` for ragged trajectories [T_i, d]: pads to power-of-two buckets, returns [T_i] each."""
-    return solve_bucketed(otr_rewards, agent_trajs, expert_trajs, min_bucket=min_bucket, **kwargs)
+                         buckets: Sequence[int] | None = None, **kwargs) -> list[np.ndarray]:
+    """`otr_rewards` for ragged trajectories [T_i, d]: pads to length buckets, returns [T_i] each."""
+    return solve_bucketed(otr_rewards, agent_trajs, expert_trajs, buckets=buckets, **kwargs)

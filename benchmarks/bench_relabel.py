@@ -13,10 +13,11 @@ over-relaxed Sinkhorn, momentum 1.6, for (b) and (c); (a) and (a') run plain Sin
        extrapolates per transition (said so in the table).
 - (a') the same loop, every episode padded to the longest one: `ailot_rewards` with a batch of one and plain
        Sinkhorn (momentum "none"), one compile.
-- (b)  `ailot.relabel.ailot_rewards_bucketed`: power-of-two length buckets, chunks of episodes solved by one
-       vmapped Sinkhorn. The reference row uses the library defaults (chunk_size 1 on a CPU, 8 on an
-       accelerator; min_bucket 64; momentum 1.6); the other (b) rows change one of them (`--chunk-sizes`,
-       `--min-buckets`, `--momenta`).
+- (b)  `ailot.relabel.ailot_rewards_bucketed`: episodes padded to length buckets, chunks of episodes solved
+       by one Sinkhorn call (vmapped when a chunk holds more than one). The reference row uses the library
+       defaults (chunk_size 1 on a CPU, 8 on an accelerator; buckets from `relabel.plan_buckets`; momentum
+       1.6); the other (b) rows change one of them (`--chunk-sizes`; `--min-buckets` for power-of-two buckets
+       from a minimum length instead of planned ones; `--momenta`).
 - (c)  `ailot.distributed.RelabelPool` on a local Ray with 1 and 2 actors (one actor per GPU when Ray sees
        GPUs; a row needing more GPUs than there are is skipped). Ray startup is excluded.
 
@@ -56,7 +57,7 @@ from ott.problems.linear import linear_problem  # noqa: E402
 from ott.solvers.linear import sinkhorn  # noqa: E402
 
 from ailot import relabel  # noqa: E402
-from ailot.data.episodes import Episodes  # noqa: E402
+from ailot.data.episodes import Episodes, power_of_two_sizes  # noqa: E402
 
 # The settings every path uses (the brief of this benchmark; smoke.yaml's relative form of epsilon).
 K, ALPHA, TAU = 1, 5.0, 0.5
@@ -66,7 +67,8 @@ SOLVER = dict(k=K, alpha=ALPHA, tau=TAU, epsilon=EPSILON, relative_epsilon=RELAT
               max_iterations=MAX_ITERATIONS)
 POOL_SETTING = {"labeller": "ailot", "n_experts": 1, "momentum": relabel.MOMENTUM, **SOLVER}
 # the library defaults: the (b) reference row
-REF_CHUNK, REF_MIN_BUCKET, REF_MOMENTUM = relabel.default_chunk_size(), 64, relabel.MOMENTUM
+# min_bucket 0 stands for the planned buckets (`relabel.plan_buckets`), m > 0 for powers of two from m
+REF_CHUNK, REF_MIN_BUCKET, REF_MOMENTUM = relabel.default_chunk_size(), 0, relabel.MOMENTUM
 TIGHT = dict(SOLVER, threshold=1e-5, max_iterations=10_000)  # the accuracy reference (untimed)
 
 
@@ -190,8 +192,19 @@ def path_a2(agent, expert):
     return rewards, {}
 
 
+def bucket_sizes(agent, min_bucket: int) -> tuple[int, ...] | None:
+    return power_of_two_sizes([len(x) for x in agent], min_bucket) if min_bucket else None
+
+
+def buckets_label(agent, expert, min_bucket: int) -> str:
+    if min_bucket:
+        return f"powers of two from {min_bucket}"
+    return f"planned {list(relabel.plan_buckets([len(x) for x in agent], len(expert)))}"
+
+
 def path_b(agent, expert, chunk_size: int, min_bucket: int, momentum=REF_MOMENTUM):
-    return relabel.ailot_rewards_bucketed(agent, [expert], chunk_size=chunk_size, min_bucket=min_bucket,
+    return relabel.ailot_rewards_bucketed(agent, [expert], chunk_size=chunk_size,
+                                          buckets=bucket_sizes(agent, min_bucket),
                                           momentum=momentum, **SOLVER), {}
 
 
@@ -306,9 +319,9 @@ def main() -> None:
     parser.add_argument("--a-episodes", type=int, default=0,
                         help="time (a) on the first N episodes only and extrapolate per transition (0: all)")
     parser.add_argument("--paths", default="a,a2,b,c", help="comma-separated subset of a,a2,b,c")
-    parser.add_argument("--chunk-sizes", default="1,8,32", help="(b) rows: chunk_size values at min_bucket 64")
-    parser.add_argument("--min-buckets", default="16,256",
-                        help="(b) rows: more min_bucket values at the default chunk size")
+    parser.add_argument("--chunk-sizes", default="1,8,32", help="(b) rows: chunk_size values, planned buckets")
+    parser.add_argument("--min-buckets", default="64,256",
+                        help="(b) rows: power-of-two buckets from each of these lengths instead of planned ones")
     parser.add_argument("--momenta", default="none",
                         help="(b) rows: more Sinkhorn momentum values (none, adaptive, or a weight in (0, 2))")
     parser.add_argument("--no-tight", action="store_true", help="skip the tightly converged accuracy reference")
@@ -360,7 +373,7 @@ def main() -> None:
         for combo in dict.fromkeys(combos):  # the reference first, each combination once
             chunk, mb, mom = combo
             ref = " [reference]" if combo == reference else ""
-            rows.append(run_local(f"(b) bucketed, chunk_size={chunk} min_bucket={mb} momentum={mom}{ref}",
+            rows.append(run_local(f"(b) chunk {chunk}, {buckets_label(agent, expert, mb)}, momentum {mom}{ref}",
                                   functools.partial(path_b, agent, expert, chunk, mb, mom), total))
     if "c" in paths:
         import ray

@@ -8,10 +8,11 @@ from conftest import local_ray
 
 from ailot import pipeline
 from ailot.cache import ArrayCache
+from ailot.data.episodes import power_of_two_sizes
 from ailot.data.loading import load_minari
 from ailot.distributed import RelabelPool, pick_shard, plan_shards
 from ailot.intents import ICVFConfig, pretrain
-from ailot.labellers import label
+from ailot.labellers import bucket_plan, label
 
 # A vmapped Sinkhorn iterates until every problem in its batch converges, so a problem batched with
 # different neighbours may take extra iterations past its own threshold: equal to well within it.
@@ -35,13 +36,15 @@ def setup(pointmaze_umaze):
     agent, expert = load_minari(pointmaze_umaze[0]), load_minari(pointmaze_umaze[1])
     encoder, _ = pretrain(agent.states(), ICVFConfig(hidden_dims=(32, 32), num_steps=100, chunk=100,
                                                      batch_size=64), seed=0, progress=False)
-    local = [label(s, agent, expert, encoder) for s in SETTINGS]
+    # the pool plans its buckets once for all settings; the local path, given that plan, pads alike
+    buckets = bucket_plan(agent, expert, solves=len(SETTINGS))
+    local = [label(s, agent, expert, encoder, buckets=buckets) for s in SETTINGS]
     return agent, expert, encoder, local
 
 
 def test_shards_cover_every_episode_once_largest_bucket_first():
     lengths = np.array([100, 500, 130, 64, 300, 510, 70])
-    shards = plan_shards(lengths, num_actors=2, min_bucket=64)
+    shards = plan_shards(lengths, num_actors=2, sizes=power_of_two_sizes(lengths, 64))
     flat = np.concatenate(shards)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     assert set(shards[0].tolist()) <= {1, 5}  # the 512 bucket first
@@ -88,6 +91,30 @@ def test_killed_actor_is_replaced_and_rewards_identical(ray_local, setup):
                            on_submit=kill_first)
         assert pool.replacements >= 1
     np.testing.assert_allclose(out[0], local[0], rtol=RTOL, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_shard_that_keeps_killing_actors_fails_the_request(ray_local, setup, monkeypatch):
+    from ailot import distributed
+
+    agent, expert, encoder, _ = setup
+    # XLA aborts at start-up on XLA_FLAGS that do not start with "--": every actor dies on its first shard
+    monkeypatch.setattr(distributed, "_actor_env", lambda *a: {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "not-a-flag"})
+    with RelabelPool(num_actors=1, max_shard_failures=2) as pool:
+        with pytest.raises(RuntimeError, match="took down 2 actors in a row"):
+            pool.relabel(agent, expert, encoder, SETTINGS[:1], progress=False)
+        assert pool.replacements == 1  # one replacement tried, then the request failed instead of looping
+
+
+def test_cpu_actors_keep_to_their_cpus(monkeypatch):
+    from ailot.distributed import _actor_env
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    one = _actor_env(False, 1)
+    assert one["JAX_PLATFORMS"] == "cpu"
+    assert one["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", "--xla_cpu_multi_thread_eigen=false"]
+    assert "XLA_FLAGS" not in _actor_env(False, 4)  # several CPUs: XLA's own threading
+    assert _actor_env(True) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
 @pytest.mark.slow

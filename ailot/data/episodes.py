@@ -1,8 +1,8 @@
 """Episode containers, flat transitions, padding to length buckets, and expert selection.
 
 `Episodes` holds one array per episode, the shape every later stage starts from: the intent encoder samples
-within trajectories, the relabeller pads them to power-of-two length buckets (`length_buckets`,
-`pad_batch`), and the learners read the flat `Transitions`.
+within trajectories, the relabeller pads them to length buckets (`length_buckets`, `pad_batch`), and the
+learners read the flat `Transitions`.
 
 Dict observations (gymnasium-robotics mazes: `observation`, `achieved_goal`, `desired_goal`) are flattened
 into one vector by concatenating chosen keys in a fixed order (`flatten_observation`). The keys option:
@@ -253,10 +253,28 @@ def bucket_length(length: int, min_bucket: int = 64) -> int:
     return max(int(min_bucket), 1 << max(int(length) - 1, 0).bit_length())
 
 
-def length_buckets(lengths, min_bucket: int = 64) -> list[tuple[int, np.ndarray]]:
-    """Group episode indices by bucket length: [(bucket_len, indices int64 ascending)], largest bucket first."""
+def power_of_two_sizes(lengths, min_bucket: int = 64) -> tuple[int, ...]:
+    """The power-of-two bucket lengths (at least `min_bucket`) that episodes of these lengths fall in, ascending."""
+    return tuple(sorted({bucket_length(int(t), min_bucket) for t in np.asarray(lengths).reshape(-1)}))
+
+
+def fit_bucket(length: int, sizes) -> int:
+    """The smallest of the bucket lengths `sizes` that holds `length` steps."""
+    fits = [int(s) for s in sizes if int(s) >= length]
+    if not fits:
+        raise ValueError(f"no bucket of {sorted(int(s) for s in sizes)} holds an episode of {length} steps")
+    return min(fits)
+
+
+def length_buckets(lengths, min_bucket: int = 64, sizes=None) -> list[tuple[int, np.ndarray]]:
+    """Group episode indices by bucket length: [(bucket_len, indices int64 ascending)], largest bucket first.
+
+    Buckets are the given `sizes` (each episode in the smallest that holds it), else powers of two >= min_bucket.
+    """
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
-    buckets = np.array([bucket_length(int(t), min_bucket) for t in lengths], dtype=np.int64)
+    if sizes is None:
+        sizes = power_of_two_sizes(lengths, min_bucket)
+    buckets = np.array([fit_bucket(int(t), sizes) for t in lengths], dtype=np.int64)
     return [(int(b), np.flatnonzero(buckets == b)) for b in sorted(set(buckets.tolist()), reverse=True)]
 
 
