@@ -206,9 +206,9 @@ def _effective_epsilon(cost, a, b, epsilon, relative: bool):
 def _vmap(f, in_axes):
     """jax.vmap(f, in_axes) (axes 0 or None); over an axis of size 1, f on the one element with the axis put back.
 
-    A vmapped while-loop selects between old and new carries every iteration and traces and compiles ~1.5x
-    slower (0.36-0.56 s + 0.91-1.13 s vs 0.08-0.24 s + 0.66-0.83 s per bucket on 2 CPU cores, one episode vs
-    one expert), and a batch of one episode against one expert is the CPU default.
+    A vmapped while-loop selects between old and new carries every iteration: on 2 CPU cores, one episode vs one
+    expert, it traced and compiled ~1.5x slower (0.36-0.56 s + 0.91-1.13 s vs 0.08-0.24 s + 0.66-0.83 s per
+    bucket) and ran ~3x slower, and a batch of one episode against one expert is the CPU default.
     """
     mapped = jax.vmap(f, in_axes=in_axes)
 
