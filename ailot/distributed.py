@@ -172,6 +172,8 @@ class RelabelPool:
             buckets = bucket_plan(agent, expert, solves=len(settings),
                                   backend="accelerator" if self.use_gpus else "cpu")  # the actors' device
         shards = plan_shards(agent.lengths, self.num_actors, buckets, max_shard_transitions)
+        log.info("relabelling %d setting(s) x %d transitions: length buckets %s, %d shards on %d actors",
+                 len(settings), agent.num_transitions, list(buckets), len(shards), self.num_actors)
         results: list[list[list[np.ndarray]] | None] = [None] * len(shards)
         pending: dict[Any, tuple[int, Any]] = {}
         queue = list(range(len(shards)))

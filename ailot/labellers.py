@@ -55,6 +55,7 @@ def solve_setting(
     expert_trajs: list[np.ndarray],
     *,
     buckets: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> list[np.ndarray]:
     """Rewards [T_i] for each agent trajectory [T_i, d] (already embedded for ailot, raw for otr), padded to the
     bucket lengths `buckets` (None: planned for these trajectories)."""
@@ -68,7 +69,8 @@ def solve_setting(
     else:
         raise AilotInputError(f"labeller {name!r}", "is not an OT labeller", "use 'ailot' or 'otr' here")
     kwargs = {k: setting[k] for k in REWARD_KEYS[name] if k in setting and k != "n_experts"}
-    return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, buckets=buckets, **kwargs)
+    return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, buckets=buckets, progress=progress,
+                                  **kwargs)
 
 
 def label(
@@ -78,10 +80,12 @@ def label(
     encoder=None,
     *,
     buckets: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """Rewards [M] aligned with `agent.to_transitions()` for one labeller setting (local, single process).
 
-    buckets: the padded lengths (`bucket_plan`; None plans them for this one setting)."""
+    buckets: the padded lengths (`bucket_plan`; None plans them for this one setting). progress: a bar over
+    transitions."""
     name = setting.get("labeller")
     if name not in REWARD_KEYS:
         raise AilotInputError(f"labeller {name!r}", "is unknown", f"use one of: {', '.join(REWARD_KEYS)}")
@@ -100,7 +104,7 @@ def label(
     if name == "ailot":
         states = split_like(encoder.embed(np.concatenate(states)), states)
         experts = split_like(encoder.embed(np.concatenate(experts)), experts)
-    rewards = solve_setting(setting, states, experts, buckets=buckets)
+    rewards = solve_setting(setting, states, experts, buckets=buckets, progress=progress)
     return np.concatenate(rewards).astype(np.float32)
 
 

@@ -160,7 +160,9 @@ def relabel_settings(
             results = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress)
         else:
             buckets = bucket_plan(agent, expert, solves=len(ot))  # one plan for every setting solved here
-            results = [label(s, agent, expert, encoder, buckets=buckets) for s in ot.values()]
+            log.info("relabelling %d setting(s) x %d transitions in this process: length buckets %s", len(ot),
+                     agent.num_transitions, list(buckets))
+            results = [label(s, agent, expert, encoder, buckets=buckets, progress=progress) for s in ot.values()]
         seconds = time.time() - t0
         for (k, s), r in zip(ot.items(), results):
             cache.put(k, {"rewards": r}, meta={**_meta(agent, s, enc_hash), "seconds_for_batch": seconds})

@@ -581,15 +581,17 @@ def plan_buckets(lengths, expert_length: int, solves: int = 1, backend: str | No
 
 
 def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
-                   buckets: Sequence[int] | None = None, **kwargs) -> list[np.ndarray]:
+                   buckets: Sequence[int] | None = None, progress: bool = False, **kwargs) -> list[np.ndarray]:
     """`solve` (`ailot_rewards` or `otr_rewards`) on ragged trajectories [T_i, d]: rewards [T_i] each.
 
     Pads each trajectory to the smallest of the bucket lengths `buckets` that holds it (default: `plan_buckets`)
     and solves the buckets largest first. While the main thread compiles and solves the first bucket, a
     background thread compiles the others in order (XLA compiles outside the GIL), so compile time hides
-    behind solving instead of adding to it.
+    behind solving instead of adding to it. progress: a bar over transitions, advanced per bucket.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
 
     from ailot.data.episodes import length_buckets, pad_batch, unpad
 
@@ -610,6 +612,9 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
                               "give bucket lengths up to the longest trajectory, or None to plan them")
     out: list[np.ndarray] = [np.empty(0, np.float32)] * len(agent_trajs)
     groups = length_buckets(lengths, sizes=buckets)
+    log.debug("%d trajectories (%d steps) in %d length buckets %s", len(lengths), lengths.sum(), len(groups),
+              [b for b, _ in groups])
+    bar = tqdm(total=int(lengths.sum()), desc="relabel", unit="tr", disable=not progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ailot-compile") as compiler:
         # one worker, in solving order: bucket b is compiled once, before the main thread needs it
         compiled = [compiler.submit(_warm_up, solve, bucket, len(idx), expert, expert_len, kwargs)
@@ -622,7 +627,9 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
                 rewards = solve(padded, lens, expert, expert_len, **kwargs)
                 for i, r in zip(idx, unpad(rewards, lens)):
                     out[i] = r
+                bar.update(int(lens.sum()))
         finally:
+            bar.close()
             for future in compiled:
                 future.cancel()
     return out
