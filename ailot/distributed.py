@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ailot.data.episodes import Episodes, fit_bucket
-from ailot.labellers import bucket_plan, expert_trajectories, solve_setting, split_like
+from ailot.labellers import bucket_plan, expert_trajectories, solve_setting, solves_per_compile, split_like
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class RelabelPool:
         experts_ref = ray.put(experts_by_n)
         self.puts += 2
         if buckets is None:
-            buckets = bucket_plan(agent, expert, solves=len(settings),
+            buckets = bucket_plan(agent, expert, solves=solves_per_compile(settings),
                                   backend="accelerator" if self.use_gpus else "cpu")  # the actors' device
         shards = plan_shards(agent.lengths, self.num_actors, buckets, max_shard_transitions)
         log.info("relabelling %d setting(s) x %d transitions: length buckets %s, %d shards on %d actors",

@@ -27,6 +27,10 @@ REWARD_KEYS = {
 }
 
 
+# settings the jitted solvers trace rather than compile in: a grid over them reuses one compilation per bucket
+TRACED_KEYS = ("epsilon", "alpha", "tau", "beta")
+
+
 def reward_setting(setting: dict[str, Any]) -> dict[str, Any]:
     """The part of a labeller setting that determines its rewards (used in cache keys)."""
     name = setting["labeller"]
@@ -38,9 +42,15 @@ def expert_trajectories(expert: Episodes, n: int) -> list[np.ndarray]:
     return list(top_n_episodes(expert, n).observations)
 
 
-def bucket_plan(agent: Episodes, expert: Episodes, solves: int = 1, backend: str | None = None) -> tuple[int, ...]:
-    """Length buckets for relabelling `agent` against `expert` (`ailot.relabel.plan_buckets`), each compiled
-    once and solved `solves` times (once per setting), on `backend` ("cpu" or "accelerator"; default: JAX's
+def solves_per_compile(settings: list[dict[str, Any]]) -> float:
+    """How many of these OT settings share each compilation: those differing only in `TRACED_KEYS` do."""
+    groups = {tuple(sorted((k, v) for k, v in reward_setting(s).items() if k not in TRACED_KEYS)) for s in settings}
+    return len(settings) / max(1, len(groups))
+
+
+def bucket_plan(agent: Episodes, expert: Episodes, solves: float = 1, backend: str | None = None) -> tuple[int, ...]:
+    """Length buckets for relabelling `agent` against `expert` (`ailot.relabel.plan_buckets`), each compilation
+    solved `solves` times (`solves_per_compile`), on `backend` ("cpu" or "accelerator"; default: JAX's
     here). Computed once per request, so that every actor of a pool, and the local path given the same plan,
     pad each episode alike and give the same rewards."""
     from ailot import relabel

@@ -23,7 +23,7 @@ from ailot.cache import ArrayCache, content_key
 from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
-from ailot.labellers import NEEDS_ENCODER, bucket_plan, label, reward_setting
+from ailot.labellers import NEEDS_ENCODER, bucket_plan, label, reward_setting, solves_per_compile
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def relabel_settings(
         if pool is not None:  # the pool plans its buckets for its actors' device
             results = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress)
         else:
-            buckets = bucket_plan(agent, expert, solves=len(ot))  # one plan for every setting solved here
+            buckets = bucket_plan(agent, expert, solves=solves_per_compile(list(ot.values())))  # one for all
             log.info("relabelling %d setting(s) x %d transitions in this process: length buckets %s", len(ot),
                      agent.num_transitions, list(buckets))
             results = [label(s, agent, expert, encoder, buckets=buckets, progress=progress) for s in ot.values()]

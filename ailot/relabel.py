@@ -546,7 +546,7 @@ def _warm_up(solve, bucket: int, n_trajs: int, expert: np.ndarray, expert_len: n
           **kwargs)
 
 
-def plan_buckets(lengths, expert_length: int, solves: int = 1, backend: str | None = None) -> tuple[int, ...]:
+def plan_buckets(lengths, expert_length: int, solves: float = 1, backend: str | None = None) -> tuple[int, ...]:
     """Bucket lengths for agent episodes of these lengths, ascending: the partition of the sorted lengths with
     the least modelled time, one compilation (`COMPILE_SECONDS`) per bucket plus, `solves` times (once per
     setting solved on the same compilation), `PLANNED_ITERATIONS` Sinkhorn iterations (`ITERATION_SECONDS`)

@@ -12,7 +12,7 @@ from ailot.data.episodes import power_of_two_sizes
 from ailot.data.loading import load_minari
 from ailot.distributed import RelabelPool, pick_shard, plan_shards
 from ailot.intents import ICVFConfig, pretrain
-from ailot.labellers import bucket_plan, label
+from ailot.labellers import bucket_plan, label, solves_per_compile
 
 # A vmapped Sinkhorn iterates until every problem in its batch converges, so a problem batched with
 # different neighbours may take extra iterations past its own threshold: equal to well within it.
@@ -37,7 +37,7 @@ def setup(pointmaze_umaze):
     encoder, _ = pretrain(agent.states(), ICVFConfig(hidden_dims=(32, 32), num_steps=100, chunk=100,
                                                      batch_size=64), seed=0, progress=False)
     # the pool plans its buckets once for all settings; the local path, given that plan, pads alike
-    buckets = bucket_plan(agent, expert, solves=len(SETTINGS))
+    buckets = bucket_plan(agent, expert, solves=solves_per_compile(SETTINGS))
     local = [label(s, agent, expert, encoder, buckets=buckets) for s in SETTINGS]
     return agent, expert, encoder, local
 
@@ -48,6 +48,14 @@ def test_shards_cover_every_episode_once_largest_bucket_first():
     flat = np.concatenate(shards)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     assert set(shards[0].tolist()) <= {1, 5}  # the 512 bucket first
+
+
+def test_settings_share_a_compilation_unless_a_static_knob_differs():
+    base = {"labeller": "ailot", "k": 1, "epsilon": 1e-2, "alpha": 5.0, "tau": 0.5}
+    grid = [{**base, "epsilon": e, "tau": t} for e in (1e-3, 1e-2, 1e-1) for t in (0.5, 1.0)]
+    assert solves_per_compile(grid) == 6  # traced: one compilation serves all six
+    assert solves_per_compile([{**s, "k": k} for s in grid for k in (1, 5)]) == 6  # k is static: two groups of 6
+    assert solves_per_compile(SETTINGS) == 1  # k, n_experts and the labeller all differ
 
 
 def test_idle_actor_takes_a_bucket_it_compiled_then_a_new_one_then_any():
