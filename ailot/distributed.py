@@ -55,9 +55,10 @@ class RelabelWorker:
         settings: list[dict[str, Any]],
         buckets: tuple[int, ...],
     ) -> dict[str, Any]:
-        """Embed the shard once, then rewards for every setting: {"rewards": [setting][traj] -> [T]}."""
+        """Embed the shard once, then rewards for every setting: {"rewards": [setting][traj] -> [T], "stats":
+        [setting] -> SinkhornStats of the shard's trajectories}."""
         embedded, experts_emb = None, {}
-        out = []
+        out, stats = [], []
         for setting in settings:
             n = int(setting.get("n_experts", 1))
             if setting["labeller"] == "ailot":
@@ -68,10 +69,13 @@ class RelabelWorker:
                 trajs, experts = embedded, experts_emb[n]
             else:
                 trajs, experts = shard, experts_by_n[n]
-            out.append(solve_setting(setting, trajs, experts, buckets=buckets))
+            rewards, info = solve_setting(setting, trajs, experts, buckets=buckets, return_info=True)
+            out.append(rewards)
+            stats.append(info)
         import ray
 
-        return {"rewards": out, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        return {"rewards": out, "stats": stats, "node_id": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
 
 
 def plan_shards(lengths: np.ndarray, num_actors: int, sizes, max_shard_transitions: int = 0) -> list[np.ndarray]:
@@ -153,8 +157,10 @@ class RelabelPool:
         max_shard_transitions: int = 0,
         progress: bool = True,
         on_submit=None,
-    ) -> list[np.ndarray]:
-        """Rewards [M] (transition order) for each OT setting, computed across the pool.
+        return_info: bool = False,
+    ):
+        """Rewards [M] (transition order) for each OT setting, computed across the pool; with return_info, also
+        each setting's `relabel.SinkhornStats` over the episodes (episode order).
 
         buckets: the padded lengths (`ailot.labellers.bucket_plan`; None plans them for these settings)."""
         import ray
@@ -174,7 +180,7 @@ class RelabelPool:
         shards = plan_shards(agent.lengths, self.num_actors, buckets, max_shard_transitions)
         log.info("relabelling %d setting(s) x %d transitions: length buckets %s, %d shards on %d actors",
                  len(settings), agent.num_transitions, list(buckets), len(shards), self.num_actors)
-        results: list[list[list[np.ndarray]] | None] = [None] * len(shards)
+        results: list[dict[str, Any] | None] = [None] * len(shards)
         pending: dict[Any, tuple[int, Any]] = {}
         queue = list(range(len(shards)))
         idle = list(self.actors)
@@ -201,7 +207,9 @@ class RelabelPool:
                 shard_id = next_shard(actor)
                 self.compiled[id(actor)].add(bucket[shard_id])
                 submit(actor, shard_id)
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done = []
+            while not done:  # in slices, so that Ctrl-C reaches Python (a wait without a timeout swallows it)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             ref = done[0]
             shard_id, actor = pending.pop(ref)
             try:
@@ -224,13 +232,23 @@ class RelabelPool:
                 idle.append(replacement)
                 queue.insert(0, shard_id)
                 continue
-            results[shard_id] = out["rewards"]
+            results[shard_id] = out
             idle.append(actor)
             bar.update(int(agent.lengths[shards[shard_id]].sum()))
         bar.close()
         per_traj: list[list[np.ndarray | None]] = [[None] * agent.num_episodes for _ in settings]
         for shard_id, idx in enumerate(shards):
             for s in range(len(settings)):
-                for i, r in zip(idx, results[shard_id][s]):
+                for i, r in zip(idx, results[shard_id]["rewards"][s]):
                     per_traj[s][i] = r
-        return [np.concatenate(p).astype(np.float32) for p in per_traj]
+        rewards = [np.concatenate(p).astype(np.float32) for p in per_traj]
+        if not return_info:
+            return rewards
+        from ailot.relabel import SinkhornStats
+
+        order = np.argsort(np.concatenate(shards), kind="stable")
+        stats = []
+        for s in range(len(settings)):
+            merged = SinkhornStats.concatenate([results[shard_id]["stats"][s] for shard_id in range(len(shards))])
+            stats.append(SinkhornStats(*(field[order] for field in merged)))
+        return rewards, stats

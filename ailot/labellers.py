@@ -66,9 +66,11 @@ def solve_setting(
     *,
     buckets: Sequence[int] | None = None,
     progress: bool = False,
-) -> list[np.ndarray]:
+    return_info: bool = False,
+):
     """Rewards [T_i] for each agent trajectory [T_i, d] (already embedded for ailot, raw for otr), padded to the
-    bucket lengths `buckets` (None: planned for these trajectories)."""
+    bucket lengths `buckets` (None: planned for these trajectories); with return_info, also their
+    `relabel.SinkhornStats`."""
     from ailot import relabel
 
     name = setting["labeller"]
@@ -80,7 +82,7 @@ def solve_setting(
         raise AilotInputError(f"labeller {name!r}", "is not an OT labeller", "use 'ailot' or 'otr' here")
     kwargs = {k: setting[k] for k in REWARD_KEYS[name] if k in setting and k != "n_experts"}
     return relabel.solve_bucketed(solve, agent_trajs, expert_trajs, buckets=buckets, progress=progress,
-                                  **kwargs)
+                                  return_info=return_info, **kwargs)
 
 
 def label(
@@ -91,18 +93,18 @@ def label(
     *,
     buckets: Sequence[int] | None = None,
     progress: bool = False,
-) -> np.ndarray:
+    return_info: bool = False,
+):
     """Rewards [M] aligned with `agent.to_transitions()` for one labeller setting (local, single process).
 
     buckets: the padded lengths (`bucket_plan`; None plans them for this one setting). progress: a bar over
-    transitions."""
+    transitions. return_info: also the per-episode `relabel.SinkhornStats` (None for `true` and `zero`)."""
     name = setting.get("labeller")
     if name not in REWARD_KEYS:
         raise AilotInputError(f"labeller {name!r}", "is unknown", f"use one of: {', '.join(REWARD_KEYS)}")
-    if name == "true":
-        return np.concatenate(agent.rewards).astype(np.float32)
-    if name == "zero":
-        return np.zeros(agent.num_transitions, np.float32)
+    if name in ("true", "zero"):
+        rewards = (np.concatenate(agent.rewards) if name == "true" else np.zeros(agent.num_transitions))
+        return (rewards.astype(np.float32), None) if return_info else rewards.astype(np.float32)
     if expert is None:
         raise AilotInputError(f"labeller {name!r}", "needs an expert dataset", "set datasets[].expert")
     if name in NEEDS_ENCODER and encoder is None:
@@ -114,8 +116,9 @@ def label(
     if name == "ailot":
         states = split_like(encoder.embed(np.concatenate(states)), states)
         experts = split_like(encoder.embed(np.concatenate(experts)), experts)
-    rewards = solve_setting(setting, states, experts, buckets=buckets, progress=progress)
-    return np.concatenate(rewards).astype(np.float32)
+    rewards, stats = solve_setting(setting, states, experts, buckets=buckets, progress=progress, return_info=True)
+    rewards = np.concatenate(rewards).astype(np.float32)
+    return (rewards, stats) if return_info else rewards
 
 
 def split_like(flat: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:

@@ -157,17 +157,35 @@ def relabel_settings(
     if ot:
         t0 = time.time()
         if pool is not None:  # the pool plans its buckets for its actors' device
-            results = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress)
+            results, stats = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress,
+                                          return_info=True)
         else:
             buckets = bucket_plan(agent, expert, solves=solves_per_compile(list(ot.values())))  # one for all
             log.info("relabelling %d setting(s) x %d transitions in this process: length buckets %s", len(ot),
                      agent.num_transitions, list(buckets))
-            results = [label(s, agent, expert, encoder, buckets=buckets, progress=progress) for s in ot.values()]
+            results, stats = zip(*(label(s, agent, expert, encoder, buckets=buckets, progress=progress,
+                                         return_info=True) for s in ot.values()))
         seconds = time.time() - t0
-        for (k, s), r in zip(ot.items(), results):
-            cache.put(k, {"rewards": r}, meta={**_meta(agent, s, enc_hash), "seconds_for_batch": seconds})
+        for (k, s), r, st in zip(ot.items(), results, stats):
+            summary = st.summary()
+            cache.put(k, {"rewards": r}, meta={**_meta(agent, s, enc_hash), "seconds_for_batch": seconds,
+                                               "sinkhorn": summary})
+            log_sinkhorn(s, summary)
         log.info("relabelled %d settings x %d transitions in %.1fs", len(ot), agent.num_transitions, seconds)
     return keyed
+
+
+def log_sinkhorn(setting: dict, summary: dict) -> None:
+    """One line per OT setting; a warning when Sinkhorn stopped unconverged on more than 5% of the problems:
+    their rewards come from plans whose marginals are off by more than the threshold."""
+    name = ", ".join(f"{k}={v}" for k, v in setting.items())
+    text = (f"{name}: Sinkhorn converged on {summary['converged']:.0%} of {summary['problems']} problems "
+            f"(iterations: median {summary['iterations_median']:.0f}, max {summary['iterations_max']:.0f})")
+    if setting["labeller"] == "ailot" and summary["converged"] < 0.95:  # OTR stops at 100 iterations by design
+        log.warning("%s; the rest stopped unconverged: raise epsilon (or set relative_epsilon) or max_iterations",
+                    text)
+    else:
+        log.info("%s", text)
 
 
 def _meta(agent: Episodes, setting: dict, enc_hash: str | None) -> dict:
@@ -211,6 +229,7 @@ def run_trial(
     rewards: np.ndarray | None,
     *,
     rewards_key: str | None = None,
+    rewards_info: dict[str, float] | None = None,
     restore: Callable[[Any], Any] | None = None,
     report: Callable[[dict, Any], None],
     fail_hook: Callable[[int], None] | None = None,
@@ -220,12 +239,13 @@ def run_trial(
     `restore(like)` returns (learner, rows) from a checkpoint or None; `report(row, learner)` must persist
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
     RLlib learners (`rllib_*`) come from ailot.learners.rllib.trial_learner and go through the same loop.
+    rewards_info: the rewards' Sinkhorn summary (cache meta "sinkhorn"), recorded in every row.
     """
     from ailot import learners
 
     name = trial["learner"]
     learner_cfg = learner_config(trial, cfg)
-    prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key)
+    prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key, rewards_info=rewards_info)
     if name.startswith("rllib_"):
         from ailot.learners.rllib import trial_learner
 
@@ -279,7 +299,8 @@ def warn_if_overestimating(info: dict[str, float], bound: float | None, trial: d
 
 
 def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewards: np.ndarray | None,
-                  learner_cfg: Any, rewards_key: str | None = None) -> dict[str, Any]:
+                  learner_cfg: Any, rewards_key: str | None = None,
+                  rewards_info: dict[str, float] | None = None) -> dict[str, Any]:
     """What every learner's trial shares: the transitions with scaled rewards (`data`), the evaluation env
     (`env_spec`, `action_low/high`) and the row fields that do not change between evaluations (`base_row`)."""
     from ailot import learners
@@ -311,6 +332,8 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
         "expert_mode": setting.get("expert_mode", ""),
         "versions": json.dumps(versions()), "git_commit": git_commit(),
         "config": trial_config_json(trial, cfg, learner_cfg), "rewards_key": rewards_key or "",
+        "sinkhorn_converged": (rewards_info or {}).get("converged", float("nan")),
+        "sinkhorn_iterations": (rewards_info or {}).get("iterations_median", float("nan")),
     }
     return {"data": data, "env_spec": env_spec, "action_low": low, "action_high": high, "base_row": base_row}
 

@@ -95,6 +95,19 @@ class SinkhornStats(NamedTuple):
     converged: np.ndarray  # bool: last marginal error finite and below the threshold
     error: np.ndarray  # last recorded L1 marginal error
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[SinkhornStats]) -> SinkhornStats:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls._fields))
+
+    def summary(self) -> dict[str, float]:
+        """What a sweep records per setting: problems solved, the fraction converged, median and max iterations."""
+        it = np.asarray(self.n_iters).reshape(-1)
+        if it.size == 0:
+            return {"problems": 0, "converged": float("nan"), "iterations_median": float("nan"),
+                    "iterations_max": float("nan")}
+        return {"problems": int(it.size), "converged": float(np.mean(self.converged)),
+                "iterations_median": float(np.median(it)), "iterations_max": float(it.max())}
+
 
 # ------------------------------------------------------------------------------------------------ layers
 
@@ -581,8 +594,10 @@ def plan_buckets(lengths, expert_length: int, solves: float = 1, backend: str | 
 
 
 def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
-                   buckets: Sequence[int] | None = None, progress: bool = False, **kwargs) -> list[np.ndarray]:
-    """`solve` (`ailot_rewards` or `otr_rewards`) on ragged trajectories [T_i, d]: rewards [T_i] each.
+                   buckets: Sequence[int] | None = None, progress: bool = False, return_info: bool = False,
+                   **kwargs) -> list[np.ndarray] | tuple[list[np.ndarray], SinkhornStats]:
+    """`solve` (`ailot_rewards` or `otr_rewards`) on ragged trajectories [T_i, d]: rewards [T_i] each (and with
+    return_info, the SinkhornStats of every trajectory, [N, E] in input order).
 
     Pads each trajectory to the smallest of the bucket lengths `buckets` that holds it (default: `plan_buckets`)
     and solves the buckets largest first. While the main thread compiles and solves the first bucket, a
@@ -611,6 +626,7 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
         raise AilotInputError("buckets", f"{list(buckets)} hold no trajectory of {lengths.max()} steps",
                               "give bucket lengths up to the longest trajectory, or None to plan them")
     out: list[np.ndarray] = [np.empty(0, np.float32)] * len(agent_trajs)
+    stats: list[tuple[np.ndarray, SinkhornStats]] = []  # (trajectory indices, their stats) per bucket
     groups = length_buckets(lengths, sizes=buckets)
     log.debug("%d trajectories (%d steps) in %d length buckets %s", len(lengths), lengths.sum(), len(groups),
               [b for b, _ in groups])
@@ -624,7 +640,8 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
                 if i:
                     compiled[i - 1].result()
                 padded, lens = pad_batch([np.asarray(agent_trajs[i]) for i in idx], bucket)
-                rewards = solve(padded, lens, expert, expert_len, **kwargs)
+                rewards, info = solve(padded, lens, expert, expert_len, return_info=True, **kwargs)
+                stats.append((np.asarray(idx), info))
                 for i, r in zip(idx, unpad(rewards, lens)):
                     out[i] = r
                 bar.update(int(lens.sum()))
@@ -632,7 +649,11 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
             bar.close()
             for future in compiled:
                 future.cancel()
-    return out
+    if not return_info:
+        return out
+    order = np.argsort(np.concatenate([idx for idx, _ in stats]), kind="stable")
+    merged = SinkhornStats.concatenate([info for _, info in stats])
+    return out, SinkhornStats(*(field[order] for field in merged))
 
 
 def ailot_rewards_bucketed(agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,

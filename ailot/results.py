@@ -49,6 +49,9 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "git_commit": (pa.string(), "git commit of the code that ran ('+dirty': ailot/ or tune/ had uncommitted changes)"),
     "config": (pa.string(), "JSON of the trial's full config"),
     "rewards_key": (pa.string(), "cache key of the rewards the learner trained on ('' for BC)"),
+    "sinkhorn_converged": (pa.float64(), "fraction of the rewards' OT problems (episode x expert) whose Sinkhorn "
+                           "converged within max_iterations (NaN: no OT labeller, or files before 2026-12-02)"),
+    "sinkhorn_iterations": (pa.float64(), "median Sinkhorn iterations over those problems (NaN likewise)"),
     "train_info": (pa.string(), "JSON of the learner's training metrics, means over the last chunk of updates "
                    "before this evaluation (e.g. value/v_mean, critic/q_max), and value_bound = max(0, max reward) "
                    "/ (1 - discount), the most a critic can rightly predict (null in older files; RLlib learners: "

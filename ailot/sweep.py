@@ -77,12 +77,13 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
     trial = config["trial"]
     agent = agents[trial["dataset"]]
     tid = pipeline.trial_id(trial)
-    rewards = None
+    rewards, rewards_info = None, None
     if config["rewards_key"]:
-        entry = ArrayCache(config["cache_root"]).get(config["rewards_key"])
+        cache = ArrayCache(config["cache_root"])
+        entry = cache.get(config["rewards_key"])
         if entry is None:
             raise RuntimeError(f"rewards {config['rewards_key']} missing from the cache; rerun the sweep")
-        rewards = entry["rewards"]
+        rewards, rewards_info = entry["rewards"], (cache.meta(config["rewards_key"]) or {}).get("sinkhorn")
     rows: list[dict] = []
     audit = Path(config["audit_log"])
 
@@ -120,8 +121,8 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
             metrics = {k: row[k] for k in ("step", "normalized_score", "return_mean", "success_rate")}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    pipeline.run_trial(trial, cfg, agent, rewards, rewards_key=config["rewards_key"], restore=restore, report=report,
-                       fail_hook=_fault_hook(tid, config.get("fault")))
+    pipeline.run_trial(trial, cfg, agent, rewards, rewards_key=config["rewards_key"], rewards_info=rewards_info,
+                       restore=restore, report=report, fail_hook=_fault_hook(tid, config.get("fault")))
 
 
 def _complete_step(d: Path) -> int | None:

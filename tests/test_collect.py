@@ -229,8 +229,13 @@ def test_collected_data_runs_through_the_sweep_stages(tiny_run, tmp_path, monkey
             assert (rewards > 0).all() and (rewards <= setting["alpha"] + 1e-6).all()
         rows = []
         trial = {"dataset": "hopper-mr", "learner": "iql", "seed": 0, "labeller": setting}
-        run_trial(trial, cfg, agent, rewards, report=lambda row, learner, rows=rows: rows.append(row))
+        sinkhorn = cache.meta(key)["sinkhorn"]
+        assert sinkhorn["problems"] == agent.num_episodes and 0 <= sinkhorn["converged"] <= 1
+        run_trial(trial, cfg, agent, rewards, rewards_info=sinkhorn,
+                  report=lambda row, learner, rows=rows: rows.append(row))
         assert [r["step"] for r in rows] == [20, 40]
+        assert all(r["sinkhorn_converged"] == sinkhorn["converged"] for r in rows)
+        assert all(r["sinkhorn_iterations"] == sinkhorn["iterations_median"] for r in rows)
         lo, hi = tiny_run["out"]["refs"]
         for r in rows:
             assert r["env_id"] == "Hopper-v5" and r["labeller"] == setting["labeller"]

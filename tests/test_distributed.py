@@ -38,8 +38,9 @@ def setup(pointmaze_umaze):
                                                      batch_size=64), seed=0, progress=False)
     # the pool plans its buckets once for all settings; the local path, given that plan, pads alike
     buckets = bucket_plan(agent, expert, solves=solves_per_compile(SETTINGS))
-    local = [label(s, agent, expert, encoder, buckets=buckets) for s in SETTINGS]
-    return agent, expert, encoder, local
+    local, local_stats = zip(*(label(s, agent, expert, encoder, buckets=buckets, return_info=True)
+                               for s in SETTINGS))
+    return agent, expert, encoder, list(local), list(local_stats)
 
 
 def test_shards_cover_every_episode_once_largest_bucket_first():
@@ -68,11 +69,11 @@ def test_idle_actor_takes_a_bucket_it_compiled_then_a_new_one_then_any():
 
 @pytest.mark.slow
 def test_pool_equals_local_and_broadcasts_once(ray_local, setup):
-    agent, expert, encoder, local = setup
+    agent, expert, encoder, local, local_stats = setup
     with RelabelPool(num_actors=2) as pool:
         submitted = []
-        out = pool.relabel(agent, expert, encoder, SETTINGS, progress=False, max_shard_transitions=800,
-                           on_submit=lambda actor, shard: submitted.append(shard))
+        out, stats = pool.relabel(agent, expert, encoder, SETTINGS, progress=False, max_shard_transitions=800,
+                                  on_submit=lambda actor, shard: submitted.append(shard), return_info=True)
         assert pool.puts == 2  # encoder and expert set, once per request, not per shard
         assert len(submitted) > 2  # several shards, so the broadcast really was shared
         assert len(pool.compiled) == 2 and all(pool.compiled.values())  # both actors worked
@@ -80,13 +81,19 @@ def test_pool_equals_local_and_broadcasts_once(ray_local, setup):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
     assert out[0].shape == (agent.num_transitions,)
     assert not np.allclose(out[0], out[1])  # k and N change the rewards
+    # Sinkhorn diagnostics come back per episode, in episode order, as the local path gives them
+    for got, want, setting in zip(stats, local_stats, SETTINGS):
+        assert got.n_iters.shape == (agent.num_episodes, 1 if setting["labeller"] == "otr" else setting["n_experts"])
+        np.testing.assert_array_equal(got.n_iters, want.n_iters)
+        np.testing.assert_array_equal(got.converged, want.converged)
+    assert len(set(stats[0].n_iters.ravel().tolist())) > 1  # iterations vary, so a shuffled order would show
 
 
 @pytest.mark.slow
 def test_killed_actor_is_replaced_and_rewards_identical(ray_local, setup):
     import ray
 
-    agent, expert, encoder, local = setup
+    agent, expert, encoder, local, _ = setup
     with RelabelPool(num_actors=2) as pool:
         killed = threading.Event()
 
@@ -105,7 +112,7 @@ def test_killed_actor_is_replaced_and_rewards_identical(ray_local, setup):
 def test_a_shard_that_keeps_killing_actors_fails_the_request(ray_local, setup, monkeypatch):
     from ailot import distributed
 
-    agent, expert, encoder, _ = setup
+    agent, expert, encoder, _, _ = setup
     # XLA aborts at start-up on XLA_FLAGS that do not start with "--": every actor dies on its first shard
     monkeypatch.setattr(distributed, "_actor_env", lambda *a: {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "not-a-flag"})
     with RelabelPool(num_actors=1, max_shard_failures=2) as pool:
@@ -127,7 +134,7 @@ def test_cpu_actors_keep_to_their_cpus(monkeypatch):
 
 @pytest.mark.slow
 def test_second_request_hits_the_cache(ray_local, setup, tmp_path):
-    agent, expert, encoder, _ = setup
+    agent, expert, encoder, _, _ = setup
     cache = ArrayCache(str(tmp_path))
 
     class CountingPool:
@@ -145,6 +152,9 @@ def test_second_request_hits_the_cache(ray_local, setup, tmp_path):
     assert CountingPool.calls == 1  # nothing recomputed
     key = next(iter(keyed))
     assert cache.get(key)["rewards"].shape == (agent.num_transitions,)
+    summary = cache.meta(key)["sinkhorn"]  # what the trials' rows report (sinkhorn_converged, _iterations)
+    assert summary["problems"] == agent.num_episodes and 0 < summary["converged"] <= 1
+    assert 10 <= summary["iterations_median"] <= summary["iterations_max"] <= SETTINGS[0]["max_iterations"]
 
 
 @pytest.mark.slow
@@ -152,7 +162,7 @@ def test_two_node_cluster_shards_land_on_both_nodes_and_survive_a_killed_actor(s
     import ray
     from ray.cluster_utils import Cluster
 
-    agent, expert, encoder, local = setup
+    agent, expert, encoder, local, _ = setup
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})

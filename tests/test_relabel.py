@@ -367,6 +367,64 @@ def test_bucket_plan_adds_buckets_as_solving_outweighs_compiling():
         R.plan_buckets([3, 0], 100)
 
 
+def test_bucketed_stats_follow_the_input_order_and_summarise_convergence():
+    """Per-trajectory Sinkhorn stats come back in input order although buckets are solved largest first; the
+    summary a sweep records counts the unconverged problems (an epsilon too small for max_iterations)."""
+    rng = np.random.default_rng(3)
+    trajs = [walk(rng, t) for t in (70, 12, 40, 9, 66, 25)]
+    expert = walk(rng, 50)
+    rewards, stats = R.ailot_rewards_bucketed(trajs, [expert], buckets=(16, 48, 72), epsilon=EPS,
+                                              return_info=True)
+    assert stats.n_iters.shape == (len(trajs), 1)
+    for i, t in enumerate(trajs):  # each alone, at its own length: the same iterations
+        _, alone = R.ailot_rewards(t[None], [len(t)], expert[None], [len(expert)], epsilon=EPS, return_info=True)
+        assert stats.n_iters[i, 0] == alone.n_iters[0, 0]
+    plain = R.ailot_rewards_bucketed(trajs, [expert], buckets=(16, 48, 72), epsilon=EPS)
+    for a, b in zip(rewards, plain):
+        np.testing.assert_array_equal(a, b)  # asking for the stats changes no reward
+    assert len(set(stats.n_iters[:, 0].tolist())) > 1  # a shuffled order would show
+    easy = stats.summary()
+    assert easy == {"problems": 6, "converged": 1.0, "iterations_median": float(np.median(stats.n_iters)),
+                    "iterations_max": float(stats.n_iters.max())}
+    _, hard = R.ailot_rewards_bucketed(trajs, [expert], buckets=(72,), epsilon=1e-4, max_iterations=20,
+                                       return_info=True)
+    assert hard.summary()["converged"] < 0.5 and hard.summary()["iterations_max"] == 20
+
+
+def test_unconverged_ailot_settings_are_warned_about(caplog):
+    import logging
+
+    from ailot.pipeline import log_sinkhorn
+
+    summary = {"problems": 40, "converged": 0.5, "iterations_median": 1000.0, "iterations_max": 1000.0}
+    with caplog.at_level(logging.INFO, logger="ailot.pipeline"):
+        log_sinkhorn({"labeller": "ailot", "epsilon": 1e-4}, summary)
+        log_sinkhorn({"labeller": "ailot", "epsilon": 1e-2}, {**summary, "converged": 1.0})
+        log_sinkhorn({"labeller": "otr"}, summary)  # OTR stops at 100 iterations by design
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [lvl for lvl, _ in levels] == [logging.WARNING, logging.INFO, logging.INFO]
+    assert "converged on 50% of 40 problems" in levels[0][1] and "epsilon=0.0001" in levels[0][1]
+
+
+def test_calibration_solves_run_exactly_the_planned_iterations():
+    """benchmarks/calibrate_plan.py fits the plan's constants to solves of a fixed iteration count; a solve that
+    stopped early (converged, or diverged under momentum) would make every constant too small."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibrate_plan.py"
+    spec = importlib.util.spec_from_file_location("calibrate_plan", path)
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    rng = np.random.default_rng(0)
+    for length, expert_length in ((16, 40), (48, 24)):
+        args = calibrate.problems(2, length, expert_length, D, rng)
+        for iterations in (calibrate.SHORT, calibrate.LONG):
+            rewards, stats = calibrate.solve(args, iterations, chunk=2)
+            assert np.all(stats.n_iters == iterations) and np.all(np.isfinite(rewards))
+    assert calibrate.SHORT == R.PLANNED_ITERATIONS and calibrate.LONG > calibrate.SHORT
+
+
 def test_bucketed_rejects_buckets_too_short_for_a_trajectory():
     rng = np.random.default_rng(15)
     trajs, expert = [walk(rng, 10), walk(rng, 70)], walk(rng, 40)

@@ -54,6 +54,10 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     assert not df.duplicated(["trial_id", "step"]).any()
     assert sorted(df["step"].unique()) == [100, 200]
     assert df["normalized_score"].notna().all() and "ailot+iql" in summary
+    # each row says how well Sinkhorn converged for its rewards (NaN where no OT ran)
+    ot = df["labeller"] == "ailot"
+    assert df.loc[ot, "sinkhorn_converged"].between(0, 1).all() and (df.loc[ot, "sinkhorn_iterations"] >= 10).all()
+    assert df.loc[~ot, ["sinkhorn_converged", "sinkhorn_iterations"]].isna().all().all()
     # training metrics ride with each row: IQL's value maxima and the bound they are checked against
     # (maze2d rewards scaled to [0, 1] -> 1 / (1 - 0.99); zero rewards -> 0)
     for labeller, info in zip(df["labeller"], df["train_info"].map(json.loads)):
