@@ -207,9 +207,7 @@ class RelabelPool:
                 shard_id = next_shard(actor)
                 self.compiled[id(actor)].add(bucket[shard_id])
                 submit(actor, shard_id)
-            done = []
-            while not done:  # in slices, so that Ctrl-C reaches Python (a wait without a timeout swallows it)
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
             shard_id, actor = pending.pop(ref)
             try:
