@@ -242,13 +242,14 @@ def plot_all(df: pd.DataFrame, out_dir: str | Path, geometry: pd.DataFrame | Non
     if ail["k"].nunique() > 1 or ail["epsilon"].nunique() > 1:
         grid = ail.pivot_table(index="k", columns="epsilon", values="normalized_score", aggfunc="mean")
         fig, ax = plt.subplots(figsize=(5, 4))
-        im = ax.imshow(grid.values, cmap="viridis", aspect="auto", origin="lower")
+        # the score's own range, so that differences within the seed noise do not fill the colour scale
+        im = ax.imshow(grid.values, cmap="viridis", aspect="auto", origin="lower", vmin=0, vmax=100)
         ax.set_xticks(range(grid.shape[1]), [f"{e:g}" for e in grid.columns])
         ax.set_yticks(range(grid.shape[0]), [f"{int(k)}" for k in grid.index])
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
-                ax.text(j, i, f"{grid.values[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set(xlabel="epsilon", ylabel="k", title="AILOT normalized score: k x epsilon")
+                ax.text(j, i, f"{grid.values[i, j]:.1f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set(xlabel="epsilon", ylabel="k", title="AILOT normalized score (last evaluation): k x epsilon")
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         p = out_dir / "k_epsilon_heatmap.png"
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_plot = sub.add_parser("plot", help="write figures for a results file")
     p_plot.add_argument("path")
-    p_plot.add_argument("--out", default=None, help="directory (default: <results dir>/figures)")
+    p_plot.add_argument("--out", default=None, help="directory (default: <results dir>/figures/<file stem>, "
+                        "where the sweep puts them)")
     p_sum = sub.add_parser("summary", help="print the summary table")
     p_sum.add_argument("path")
     args = parser.parse_args(argv)
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         print(format_summary(summarize(df)))
         return 0
-    out = Path(args.out) if args.out else Path(args.path).parent / "figures"
+    out = Path(args.out) if args.out else Path(args.path).parent / "figures" / Path(args.path).stem
     geometry_path = Path(args.path).with_suffix(".geometry.parquet")
     geometry = None
     if geometry_path.exists():

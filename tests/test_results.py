@@ -76,6 +76,16 @@ def test_ablation_figures_need_a_grid_and_are_written(tmp_path):
     assert not names & {"score_vs_experts.png", "k_epsilon_heatmap.png"}
 
 
+def test_plot_command_writes_where_the_sweep_does(tmp_path):
+    """`python -m ailot.results plot results/<sweep>.parquet` -> results/figures/<sweep>/, as the sweep itself
+    writes them: two sweeps' figures of the same name never overwrite each other."""
+    for sweep in ("one", "two"):
+        results.write_atomic(rows("a", 0, "ailot", "iql", [10, 20]), tmp_path / f"{sweep}.parquet")
+        assert results.main(["plot", str(tmp_path / f"{sweep}.parquet")]) == 0
+        assert (tmp_path / "figures" / sweep / "learning_curves_d.png").exists()
+    assert not list((tmp_path / "figures").glob("*.png"))
+
+
 def test_git_commit_marks_uncommitted_code(tmp_path):
     import subprocess
 
