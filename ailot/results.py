@@ -143,18 +143,35 @@ def load(path: str | Path) -> pd.DataFrame:
 
 
 def method_name(row) -> str:
-    """'<labeller>+<learner>' with the AILOT knobs when they vary; BC is just 'bc'."""
+    """'<labeller>+<learner>' of one row; BC is just 'bc'. `method_names` adds the knobs a sweep varied."""
     if row["learner"] == "bc":
         return "bc"
     return f"{row['labeller']}+{row['learner']}"
+
+
+KNOBS = ("k", "epsilon", "n_experts", "alpha", "tau", "expert_mode")  # labeller settings a sweep grids over
+KNOB_LABELS = {"epsilon": "eps", "n_experts": "N"}
+
+
+def method_names(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> pd.Series:
+    """`method_name` per row, plus each labeller knob that takes several values among that labeller's rows
+    (e.g. 'ailot+iql k=5 eps=0.01' in a k x epsilon grid), so that a grid's settings stay apart."""
+    names = df.apply(method_name, axis=1) if len(df) else pd.Series([], dtype=str, index=df.index)
+    for _, rows in df.groupby("labeller"):
+        for knob in KNOBS:
+            if knob in exclude or knob not in rows or rows[knob].nunique(dropna=True) < 2:
+                continue
+            values = rows[knob].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+            names.loc[rows.index] += f" {KNOB_LABELS.get(knob, knob)}=" + values
+    return names
 
 
 def summarize(df: pd.DataFrame, group_extra: tuple[str, ...] = ()) -> pd.DataFrame:
     """Last and best normalized score per trial, then mean +- std over seeds per dataset x method."""
     if df.empty:
         return pd.DataFrame()
-    df = df.copy()
-    df["method"] = df.apply(method_name, axis=1)
+    df = df.reset_index(drop=True)
+    df["method"] = method_names(df)
     keys = ["dataset", "method", *group_extra]
     per_trial = df.sort_values("step").groupby(["trial_id", *keys, "seed"], dropna=False).agg(
         last=("normalized_score", "last"), best=("normalized_score", "max"), steps=("step", "max")
@@ -175,7 +192,7 @@ def format_summary(summary: pd.DataFrame) -> str:
         extra = "  ".join(f"{c}={r[c]}" for c in summary.columns
                           if c not in ("dataset", "method", "last_mean", "last_std", "best_mean", "best_std",
                                        "seeds", "steps"))
-        lines.append(f"{r['dataset']:<36} {r['method']:<22} last {r['last_mean']:6.1f} +- {_std(r['last_std']):5.1f}"
+        lines.append(f"{r['dataset']:<36} {r['method']:<28} last {r['last_mean']:6.1f} +- {_std(r['last_std']):5.1f}"
                      f"  best {r['best_mean']:6.1f} +- {_std(r['best_std']):5.1f}  seeds {r['seeds']}  {extra}")
     return "\n".join(lines)
 
@@ -201,8 +218,8 @@ def plot_all(df: pd.DataFrame, out_dir: str | Path, geometry: pd.DataFrame | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    df = df.reindex(columns=list(dict.fromkeys([*df.columns, *SCHEMA.names])))
-    df["method"] = df.apply(method_name, axis=1)
+    df = df.reindex(columns=list(dict.fromkeys([*df.columns, *SCHEMA.names]))).reset_index(drop=True)
+    df["method"] = method_names(df)
 
     # learning curves: normalized score vs step, mean over seeds, per dataset
     for dataset, sub in df.groupby("dataset"):
@@ -221,9 +238,10 @@ def plot_all(df: pd.DataFrame, out_dir: str | Path, geometry: pd.DataFrame | Non
         written.append(p)
 
     last = _last_per_trial(df)
-    ot = last[last["labeller"].isin(["ailot", "otr"])]
-    # normalized score vs number of expert trajectories (AILOT vs OTR)
+    ot = last[last["labeller"].isin(["ailot", "otr"])].copy()
+    # normalized score vs number of expert trajectories (AILOT vs OTR): one curve per method over N
     if ot["n_experts"].nunique() > 1:
+        ot["method"] = method_names(ot, exclude=("n_experts",))
         fig, ax = plt.subplots(figsize=(5, 4))
         for (method, _), m in ot.groupby(["method", "dataset"]):
             curve = m.groupby("n_experts")["normalized_score"].agg(["mean", "std"]).reset_index()

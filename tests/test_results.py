@@ -71,6 +71,12 @@ def test_ablation_figures_need_a_grid_and_are_written(tmp_path):
                 grid.append({**r, "k": float(k), "epsilon": eps, "n_experts": 1.0})
     names = {p.name for p in results.plot_all(pd.DataFrame(grid), tmp_path)}
     assert {"score_vs_experts.png", "k_epsilon_heatmap.png"} <= names
+    # the summary keeps a grid's settings apart (one row each), naming the knobs that vary per labeller
+    summary = results.summarize(pd.DataFrame(grid)).set_index("method")
+    assert len(summary) == 10 and summary.index.is_unique and (summary["seeds"] == 1).all()
+    want = {"otr+iql N=1", "otr+iql N=5", "ailot+iql k=1 eps=nan N=2", "ailot+iql k=5 eps=0.01 N=1"}
+    assert want <= set(summary.index)
+    assert summary.loc["ailot+iql k=5 eps=0.01 N=1", "last_mean"] == 100.01
     # one setting per knob: no ablation figure is made up
     names = {p.name for p in results.plot_all(pd.DataFrame(rows("a", 0, "ailot", "iql", [1, 2])), tmp_path / "one")}
     assert not names & {"score_vs_experts.png", "k_epsilon_heatmap.png"}
