@@ -244,9 +244,5 @@ class RelabelPool:
             return rewards
         from ailot.relabel import SinkhornStats
 
-        order = np.argsort(np.concatenate(shards), kind="stable")
-        stats = []
-        for s in range(len(settings)):
-            merged = SinkhornStats.concatenate([results[shard_id]["stats"][s] for shard_id in range(len(shards))])
-            stats.append(SinkhornStats(*(field[order] for field in merged)))
+        stats = [SinkhornStats.gather([out["stats"][s] for out in results], shards) for s in range(len(settings))]
         return rewards, stats

@@ -96,8 +96,11 @@ class SinkhornStats(NamedTuple):
     error: np.ndarray  # last recorded L1 marginal error
 
     @classmethod
-    def concatenate(cls, parts: Sequence[SinkhornStats]) -> SinkhornStats:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls._fields))
+    def gather(cls, parts: Sequence[SinkhornStats], indices: Sequence[np.ndarray]) -> SinkhornStats:
+        """Stats of trajectories solved in groups (`parts[i]` for trajectories `indices[i]`), back in trajectory
+        order."""
+        order = np.argsort(np.concatenate(indices), kind="stable")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])[order] for f in cls._fields))
 
     def summary(self) -> dict[str, float]:
         """What a sweep records per setting: problems solved, the fraction converged, median and max iterations."""
@@ -651,9 +654,7 @@ def solve_bucketed(solve, agent_trajs: Sequence[np.ndarray], expert_trajs: Seque
                 future.cancel()
     if not return_info:
         return out
-    order = np.argsort(np.concatenate([idx for idx, _ in stats]), kind="stable")
-    merged = SinkhornStats.concatenate([info for _, info in stats])
-    return out, SinkhornStats(*(field[order] for field in merged))
+    return out, SinkhornStats.gather([info for _, info in stats], [idx for idx, _ in stats])
 
 
 def ailot_rewards_bucketed(agent_trajs: Sequence[np.ndarray], expert_trajs: Sequence[np.ndarray], *,
