@@ -1,5 +1,5 @@
-"""The `ailot` command: `ailot export ...` (see ailot.export), `ailot collect ...` (see ailot.data.collect).
-Sweeps run with `python tune/sweep.py`."""
+"""The `ailot` command: `ailot export ...` (see ailot.export), `ailot collect ...` (see ailot.data.collect),
+`ailot rewardmap ...` (see ailot.rewardmap). Sweeps run with `python tune/sweep.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help",
     "collect": "train SAC on a MuJoCo env and write D4RL-style Minari datasets: ailot collect --help",
+    "rewardmap": "a PointMaze sweep's rewards per maze cell, and the cells where they trap: ailot rewardmap --help",
 }
 
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from ailot.data.collect import main as collect_main
 
         return collect_main(rest)
+    if command == "rewardmap":
+        from ailot.rewardmap import main as rewardmap_main
+
+        return rewardmap_main(rest)
     if command == "sweep":
         print("error: run sweeps with `python tune/sweep.py --config ...` from a checkout", file=sys.stderr)
         return 2
