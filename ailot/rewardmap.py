@@ -25,7 +25,6 @@ from ailot.data.episodes import Episodes
 from ailot.data.maze import EVAL_MAZES, MazeGrid
 from ailot.errors import AilotInputError
 
-log = logging.getLogger(__name__)
 STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
@@ -148,14 +147,15 @@ def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path:
     return path
 
 
-def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, dict[str, np.ndarray]]:
-    """The first dataset of sweep `cfg` and its rewards for every labeller setting the sweep trains on, from the
-    sweep's caches (encoder for `seed`, rewards), computing and caching whatever is missing."""
+def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, str, dict[str, np.ndarray]]:
+    """The first dataset of sweep `cfg`, its maze, and its rewards for every labeller setting the sweep trains on,
+    from the sweep's caches (encoder for `seed`, rewards), computing and caching whatever is missing."""
     from ailot import pipeline
     from ailot.cache import ArrayCache
 
     ds = cfg.datasets[0]
     agent, expert = pipeline.load_pair(ds, progress=progress)
+    maze = maze_of(agent)  # before any pretraining or relabelling
     settings = [s for s in cfg.used_labeller_settings() if s["labeller"] != "none"]
     if not settings:
         raise AilotInputError(f"sweep {cfg.name!r}", "trains on no rewards", "add a labeller to the config")
@@ -164,7 +164,7 @@ def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, dict
         encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.run_dir / "cache", progress=progress)
     cache = ArrayCache(str(cfg.run_dir / "cache" / "rewards"))
     keyed = pipeline.relabel_settings(agent, expert, settings, encoder, cache, progress=progress)
-    return agent, {setting_name(s, settings): cache.get(k)["rewards"] for k, s in keyed.items()}
+    return agent, maze, {setting_name(s, settings): cache.get(k)["rewards"] for k, s in keyed.items()}
 
 
 def setting_name(setting: dict, settings: list[dict]) -> str:
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_sweep_config(args.config)
         seed = cfg.seeds[0] if args.seed is None else args.seed
-        agent, rewards = sweep_rewards(cfg, seed)
-        maze = maze_of(agent)
+        agent, maze, rewards = sweep_rewards(cfg, seed)
     except AilotInputError as exc:
         print(f"error: {exc}")
         return 2
