@@ -40,41 +40,33 @@ def maze_of(agent: Episodes) -> str:
                           f"reward maps need a dataset generated on one of: {', '.join(EVAL_MAZES)}")
 
 
-def cells_of(grid: MazeGrid, xy: np.ndarray) -> np.ndarray:
-    """[M, 2] (row, col) of positions xy [M, 2]; a position pressed into a wall goes to the nearest free cell."""
-    rows = np.floor((grid.y_center - xy[:, 1]) / grid.scaling).astype(int)
-    cols = np.floor((xy[:, 0] + grid.x_center) / grid.scaling).astype(int)
-    out = np.stack([rows, cols], axis=1)
-    inside = (rows >= 0) & (rows < grid.rows) & (cols >= 0) & (cols < grid.cols)
-    free = np.zeros(len(xy), bool)
-    free[inside] = np.asarray([grid.maze_map[r][c] != 1 for r, c in out[inside]], bool)
-    for i in np.flatnonzero(~free):
-        out[i] = grid.xy_to_cell(xy[i])
-    return out
+def transition_cells(agent: Episodes, maze: str) -> tuple[MazeGrid, np.ndarray, np.ndarray]:
+    """The maze grid, and for each transition of `agent` its start cell [M, 2] and BFS distance to the goal [M]."""
+    if maze not in EVAL_MAZES:
+        raise AilotInputError(f"maze {maze!r}", "is unknown", f"use one of: {', '.join(EVAL_MAZES)}")
+    grid = MazeGrid(EVAL_MAZES[maze].maze_map)
+    cells = grid.xy_to_cells(np.concatenate([o[:-1, :2] for o in agent.observations]))
+    dist = grid.distances_to(grid.cell_of("g"))
+    return grid, cells, np.array([dist.get((r, c), -1) for r, c in cells], int)
 
 
 def cell_table(agent: Episodes, rewards: dict[str, np.ndarray], maze: str) -> pd.DataFrame:
     """One row per visited free cell: row, col, goal_distance (BFS cells), transitions, and per labeller the mean
     of its unit-scaled rewards over the transitions that start in that cell. rewards: {labeller: [M]} aligned
     with `agent.to_transitions()`."""
-    if maze not in EVAL_MAZES:
-        raise AilotInputError(f"maze {maze!r}", "is unknown", f"use one of: {', '.join(EVAL_MAZES)}")
-    grid = MazeGrid(EVAL_MAZES[maze].maze_map)
-    xy = np.concatenate([o[:-1, :2] for o in agent.observations])
+    _, rc, goal_distance = transition_cells(agent, maze)
     for name, r in rewards.items():
-        if np.shape(r) != (len(xy),):
-            raise AilotInputError(f"rewards {name!r}", f"have shape {np.shape(r)}, the dataset {len(xy)} transitions",
+        if np.shape(r) != (len(rc),):
+            raise AilotInputError(f"rewards {name!r}", f"have shape {np.shape(r)}, the dataset {len(rc)} transitions",
                                   "pass one reward per transition, in agent.to_transitions() order")
-    rc = cells_of(grid, xy)
-    dist = grid.distances_to(grid.cell_of("g"))
     from ailot.learners.base import scale_rewards
 
     # as IQL's maze2d preset sees them; constant rewards stay as they are
     scaled = {n: scale_rewards(r, None, "unit").astype(np.float64) for n, r in rewards.items()}
-    df = pd.DataFrame({"row": rc[:, 0], "col": rc[:, 1], **scaled})
-    table = df.groupby(["row", "col"]).agg(transitions=("row", "size"), **{n: (n, "mean") for n in rewards})
+    df = pd.DataFrame({"row": rc[:, 0], "col": rc[:, 1], "goal_distance": goal_distance, **scaled})
+    table = df.groupby(["row", "col", "goal_distance"]).agg(transitions=("row", "size"),
+                                                            **{n: (n, "mean") for n in rewards})
     table = table.reset_index()
-    table.insert(2, "goal_distance", [dist.get((r, c), -1) for r, c in zip(table.row, table.col)])
     return table.sort_values(["goal_distance", "row", "col"], ignore_index=True)
 
 
@@ -99,10 +91,7 @@ def goal_correlation(agent: Episodes, rewards: dict[str, np.ndarray], maze: str)
     goal (1: the reward orders every state by how close it is to the goal; NaN for constant rewards)."""
     from scipy.stats import spearmanr
 
-    grid = MazeGrid(EVAL_MAZES[maze].maze_map)
-    dist = grid.distances_to(grid.cell_of("g"))
-    rc = cells_of(grid, np.concatenate([o[:-1, :2] for o in agent.observations]))
-    closeness = -np.array([dist.get((r, c), -1) for r, c in rc], float)
+    closeness = -transition_cells(agent, maze)[2].astype(float)
     return {n: float(spearmanr(r, closeness)[0]) if np.ptp(r) > 0 else float("nan") for n, r in rewards.items()}
 
 
@@ -115,16 +104,15 @@ def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    maze_map = EVAL_MAZES[maze].maze_map
-    rows, cols = len(maze_map), len(maze_map[0])
+    maze_grid = MazeGrid(EVAL_MAZES[maze].maze_map)
+    rows, cols = maze_grid.rows, maze_grid.cols
     fig, axes = plt.subplots(1, len(labellers), figsize=(3.2 * len(labellers) + 0.6, 3.2 * rows / cols + 0.6),
                              squeeze=False)
     for ax, name in zip(axes[0], labellers):
         grid = np.full((rows, cols), np.nan)
         for r, c, v in zip(table.row, table.col, table[name]):
             grid[r, c] = v
-        walls = np.array([[1.0 if maze_map[r][c] == 1 else np.nan for c in range(cols)] for r in range(rows)])
-        ax.imshow(walls, cmap="Greys", vmin=0, vmax=1.5)
+        ax.imshow(np.where(maze_grid.walls, 1.0, np.nan), cmap="Greys", vmin=0, vmax=1.5)
         low, high = np.nanmin(grid), np.nanmax(grid)
         image = ax.imshow(grid, cmap="viridis", vmin=min(low, 0.0), vmax=high if high > low else low + 1.0)
         for r, c, v, d in zip(table.row, table.col, table[name], table.goal_distance):

@@ -31,7 +31,7 @@ def test_cells_match_the_maze_grid_for_every_position(umaze_agent):
     xy = start_positions(umaze_agent)
     xy = np.concatenate([xy, [[-2.5, 2.5], [0.0, 0.02]]])  # a wall corner and the UMaze's inner wall
     expected = np.array([grid.xy_to_cell(p) for p in xy])
-    np.testing.assert_array_equal(rewardmap.cells_of(grid, xy), expected)
+    np.testing.assert_array_equal(grid.xy_to_cells(xy), expected)
 
 
 def test_cell_means_of_a_shaped_reward_are_exact_and_trap_free(umaze_agent):
@@ -57,7 +57,7 @@ def test_cell_means_of_a_shaped_reward_are_exact_and_trap_free(umaze_agent):
 def test_a_bump_away_from_the_goal_is_a_trap(umaze_agent, tmp_path):
     d = goal_distance_per_transition(umaze_agent)
     grid = MazeGrid(EVAL_MAZES["umaze"].maze_map)
-    cells = rewardmap.cells_of(grid, start_positions(umaze_agent))
+    cells = grid.xy_to_cells(start_positions(umaze_agent))
     bump_cell = (3, 3)  # UMaze's bottom-right corner, halfway along the path
     bumped = -d + 10.0 * np.all(cells == bump_cell, axis=1)
     table = rewardmap.cell_table(umaze_agent, {"bumped": bumped}, "umaze")

@@ -74,6 +74,7 @@ class MazeGrid:
         self.free_cells: list[Cell] = [
             (i, j) for i in range(self.rows) for j in range(self.cols) if maze_map[i][j] != WALL
         ]
+        self.walls = np.array([[code == WALL for code in row] for row in maze_map], bool)  # [rows, cols]
 
     def is_free(self, cell: Cell) -> bool:
         i, j = cell
@@ -97,6 +98,18 @@ class MazeGrid:
         if not self.is_free((i, j)):
             return min(self.free_cells, key=lambda c: float(np.sum((self.cell_to_xy(c) - xy) ** 2)))
         return i, j
+
+    def xy_to_cells(self, xy: np.ndarray) -> np.ndarray:
+        """`xy_to_cell` for many positions at once: xy [M, 2] -> [M, 2] (row, col)."""
+        xy = np.asarray(xy, float)
+        out = np.stack([np.floor((self.y_center - xy[:, 1]) / self.scaling),
+                        np.floor((xy[:, 0] + self.x_center) / self.scaling)], axis=1).astype(int)
+        inside = (out[:, 0] >= 0) & (out[:, 0] < self.rows) & (out[:, 1] >= 0) & (out[:, 1] < self.cols)
+        free = inside.copy()
+        free[inside] = ~self.walls[out[inside, 0], out[inside, 1]]
+        for i in np.flatnonzero(~free):  # rare: a ball pressed into a wall
+            out[i] = self.xy_to_cell(xy[i])
+        return out
 
     def distances_to(self, goal: Cell) -> dict[Cell, int]:
         """BFS step counts from every reachable free cell to `goal` (4-connected moves)."""
