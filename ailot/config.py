@@ -116,6 +116,7 @@ class SweepConfig:
     learners: dict[str, dict[str, Any]]  # learner -> config overrides
     seeds: tuple[int, ...] = (0,)
     storage: str = "results"  # Parquet lands in <storage>/<name>.parquet; caches under <storage>/<name>/
+    cache: str = ""  # another sweep's cache directory, to reuse its encoders and rewards; "" -> <storage>/<name>/cache
     intents: dict[str, Any] = field(default_factory=dict)  # ICVFConfig overrides
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
@@ -123,6 +124,13 @@ class SweepConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.storage) / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        """Encoders under cache_dir/encoders, rewards under cache_dir/rewards (content-addressed, so sweeps that
+        share a directory share every entry whose inputs match)."""
+        path = Path(self.cache) if self.cache else self.run_dir / "cache"
+        return path if "://" in (self.cache or self.storage) else path.resolve()
 
     @property
     def parquet_path(self) -> Path:
@@ -334,6 +342,9 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     storage = raw.get("storage", "results")
     if not isinstance(storage, str) or not storage:
         raise _error("storage", f"got {storage!r}", "give a directory path or a URI")
+    cache = raw.get("cache", "")
+    if not isinstance(cache, str):
+        raise _error("cache", f"got {cache!r}", "give a directory path or a URI, e.g. results/pointmaze-medium/cache")
     intents = raw.get("intents") or {}
     if not isinstance(intents, dict):
         raise _error("intents", "expected a mapping", "write ICVF settings as key: value pairs")
@@ -344,6 +355,7 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
         learners=learners,
         seeds=seeds,
         storage=storage,
+        cache=cache,
         intents=dict(intents),
         train=_dataclass_from(TrainConfig, "train", raw.get("train")),
         resources=_dataclass_from(ResourcesConfig, "resources", raw.get("resources")),

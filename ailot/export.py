@@ -309,7 +309,7 @@ def _same(a, b) -> bool:
 def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = None, seed: int | None = None,
                        pool=None, progress: bool = False) -> tuple[Episodes, np.ndarray, dict[str, Any]]:
     """(agent episodes, rewards, provenance) for one labeller setting of a sweep config, read from the sweep's
-    rewards cache (<storage>/<name>/cache) when present, computed (and cached) with the pipeline otherwise."""
+    rewards cache (cfg.cache_dir) when present, computed (and cached) with the pipeline otherwise."""
     from ailot import pipeline
     from ailot.cache import ArrayCache
     from ailot.labellers import NEEDS_ENCODER
@@ -319,12 +319,11 @@ def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = No
     if seed not in cfg.seeds:
         raise AilotInputError(f"seed {seed!r}", f"is not one of config {cfg.name!r}'s seeds {list(cfg.seeds)}",
                               "pass one of the config's seeds (the encoder is per seed)")
-    run_dir = cfg.run_dir.resolve() if "://" not in cfg.storage else cfg.run_dir
-    cache = ArrayCache(str(run_dir / "cache" / "rewards"))
+    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
     agent, expert = pipeline.load_pair(ds)
     encoder = None
     if setting["labeller"] in NEEDS_ENCODER:
-        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, run_dir / "cache", progress=progress)
+        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
     enc_hash = encoder.content_hash() if encoder is not None else None
     key = pipeline.rewards_key(agent, expert, setting, enc_hash)
     cached = cache.get(key) is not None

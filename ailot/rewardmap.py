@@ -149,8 +149,8 @@ def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, str,
         raise AilotInputError(f"sweep {cfg.name!r}", "trains on no rewards", "add a labeller to the config")
     encoder = None
     if any(s["labeller"] == "ailot" for s in settings):
-        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.run_dir / "cache", progress=progress)
-    cache = ArrayCache(str(cfg.run_dir / "cache" / "rewards"))
+        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
+    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
     keyed = pipeline.relabel_settings(agent, expert, settings, encoder, cache, progress=progress)
     return agent, maze, {setting_name(s, settings): cache.get(k)["rewards"] for k, s in keyed.items()}
 

@@ -201,8 +201,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     from ray import tune
 
     run_dir = cfg.run_dir.resolve() if "://" not in cfg.storage else cfg.run_dir
-    cache = ArrayCache(str(run_dir / "cache" / "rewards"))
-    encoder_dir = run_dir / "cache"
+    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. datasets (generated here when missing and the config says how)
@@ -227,7 +226,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         for label, (agent, _) in pairs.items():
             agent_ref = None
             for seed in cfg.seeds:
-                path = encoder_dir / "encoders" / pipeline.encoder_key(agent, cfg.intents, seed)
+                path = cfg.cache_dir / "encoders" / pipeline.encoder_key(agent, cfg.intents, seed)
                 if (path / "DONE").exists():  # a cached encoder must match this sweep's settings and data
                     encoders[label, seed] = IntentEncoder.load(path, config=icvf, obs_dim=agent.obs_dim)
                     continue

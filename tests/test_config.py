@@ -69,6 +69,7 @@ def test_bc_only_sweep_needs_no_rewards():
         ({"train": {"steps": 10, "eval_every": 20}}, "train.eval_every"),
         ({"train": {"stepz": 10}}, "train.stepz"),
         ({"resources": {"cpus_per_trial": "two"}}, "resources.cpus_per_trial"),
+        ({"cache": ["results/other/cache"]}, "cache"),
     ],
 )
 def test_bad_config_names_the_key(over, key):
@@ -89,6 +90,14 @@ def test_momentum_is_a_reward_setting_and_a_grid_axis():
     assert LABELLER_DEFAULTS["ailot"]["momentum"] == 1.6
 
 
+def test_cache_dir_is_the_sweeps_own_unless_shared(tmp_path):
+    own = sweep_config_from_dict(base(storage=str(tmp_path)))
+    assert own.cache_dir == (tmp_path / "t" / "cache").resolve()
+    # a second sweep (its own name, rows and Tune state) reading and adding to the first one's encoders and rewards
+    longer = sweep_config_from_dict(base(storage=str(tmp_path), name="t-longer", cache=str(own.cache_dir)))
+    assert longer.cache_dir == own.cache_dir and longer.run_dir == tmp_path / "t-longer"
+
+
 def test_load_from_file_and_missing_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(base()))
@@ -104,7 +113,7 @@ def test_load_from_file_and_missing_file(tmp_path):
 @given(st.dictionaries(st.text(min_size=1, max_size=12), st.integers(), min_size=1, max_size=4))
 def test_unknown_top_level_keys_always_refused(extra):
     known = set(base())
-    extra = {k: v for k, v in extra.items() if k not in known | {"storage", "intents", "resources"}}
+    extra = {k: v for k, v in extra.items() if k not in known | {"storage", "cache", "intents", "resources"}}
     if not extra:
         return
     with pytest.raises(AilotInputError) as err:

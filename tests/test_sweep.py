@@ -97,6 +97,20 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     assert df3["trial_id"].nunique() == 6 and len(df3) == 12
     pd.testing.assert_frame_equal(df2.reset_index(drop=True), df3[df3["learner"] != "bc"].reset_index(drop=True))
 
+    # a differently named sweep pointed at this cache (longer training, AILOT only) pretrains and relabels nothing
+    shared = tiny_config(tmp_path / "results", agent_id, expert_id, name="tiny-longer", cache=str(cfg.cache_dir),
+                         labellers={"ailot": {"k": 2}}, seeds=[1],
+                         train={"steps": 300, "eval_every": 100, "eval_episodes": 2, "eval_envs": 2, "chunk": 100,
+                                "batch_size": 64})
+    sweep.run_sweep(shared, progress=False, plots=False)
+    assert shared.cache_dir == cfg.cache_dir and not (shared.run_dir / "cache").exists()
+    assert len(list((cfg.cache_dir / "encoders").iterdir())) == 2
+    assert {p: p.stat().st_mtime_ns for p in reward_entries} == mtimes
+    assert sorted((cfg.cache_dir / "rewards").glob("*.json")) == reward_entries
+    longer = results.load(shared.parquet_path)
+    assert sorted(longer["step"]) == [100, 200, 300]
+    assert set(longer["rewards_key"]) == set(df.loc[ot & (df["seed"] == 1), "rewards_key"])
+
 
 def test_overestimation_warning_names_the_trial_and_the_bound(caplog):
     trial = {"dataset": "u", "learner": "iql", "seed": 3, "labeller": {"labeller": "true"}}
