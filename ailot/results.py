@@ -7,9 +7,8 @@ One row per (trial, evaluation step). Read with `ailot.results.load(path)` or pl
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ailot import storage
 from ailot.errors import AilotInputError
+from ailot.storage import StoragePath
 
 # Column -> (arrow type, meaning). The documented schema of every results file.
 SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
@@ -70,13 +71,12 @@ def to_table(rows: list[dict] | pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 
-def write_atomic(rows: list[dict] | pd.DataFrame, path: str | Path) -> Path:
-    """Write rows to Parquet via temp file + rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    pq.write_table(to_table(rows), tmp)
-    os.replace(tmp, path)
+def write_atomic(rows: list[dict] | pd.DataFrame, path: StoragePath) -> StoragePath:
+    """Write rows to Parquet (a local path or a URI) via temp file + rename, so readers never see a partial
+    file."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(to_table(rows), buf)
+    storage.write_bytes(path, buf.getvalue().to_pybytes())
     return path
 
 
@@ -130,16 +130,14 @@ def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
     return done
 
 
-def load(path: str | Path) -> pd.DataFrame:
-    """Read a results file into pandas."""
-    path = Path(path)
-    if not path.exists():
+def load(path: StoragePath) -> pd.DataFrame:
+    """Read a results file (a local path or a URI) into pandas."""
+    if not storage.exists(path):
         raise AilotInputError(f"results file {str(path)!r}", "does not exist",
                               "run a sweep first (python tune/sweep.py --config ...) or check the path")
-    # one open file: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
+    # read whole, once: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
     # replacing the file in between makes it read one file's footer against another's pages
-    with open(path, "rb") as f:
-        return pd.read_parquet(f)
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
 
 
 def method_name(row) -> str:
