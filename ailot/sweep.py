@@ -20,7 +20,6 @@ import pandas as pd
 from ailot import pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
-from ailot.storage import StoragePath
 
 log = logging.getLogger("ailot.sweep")
 ROWS_FILE = "rows.json"
@@ -320,7 +319,9 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     path = results.write_atomic(df, cfg.parquet_path)
     log.info("  %d rows from %d trials written to %s", len(df), df["trial_id"].nunique() if len(df) else 0, path)
     if plots and len(df):
-        _write_figures(cfg, df)
+        geometry = results.read_geometry(results.geometry_path(cfg.parquet_path))
+        for p in results.write_figures(df, cfg.figures_dir, geometry):
+            log.info("  figure %s", p)
     return results.format_summary(results.summarize(df))
 
 
@@ -342,24 +343,8 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) ->
     return todo, prior[prior["trial_id"].isin(list(done))]
 
 
-def _geometry_path(cfg: SweepConfig) -> StoragePath:
-    return storage.join(cfg.storage, f"{cfg.name}.geometry.parquet")
-
-
-def _write_figures(cfg: SweepConfig, df: pd.DataFrame) -> None:
-    """Every figure of the results, drawn locally and then published under <storage>/figures/<name>."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for p in results.plot_all(df, Path(tmp), _read_geometry(cfg)):
-            target = storage.join(cfg.figures_dir, p.name)
-            storage.write_bytes(target, p.read_bytes())
-            log.info("  figure %s", target)
-
-
 def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     """The paper's Fig. 8 check for the first dataset and seed, saved beside the results."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from ailot.intents import GEOMETRY_HORIZONS, intent_geometry
 
     label, (agent, _) = next(iter(pairs.items()))
@@ -367,30 +352,7 @@ def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     states = agent.states()[:200]
     geometry = intent_geometry(states, encoder.embed, max_k=max(GEOMETRY_HORIZONS))
     by_horizon = geometry.attrs["r2_by_horizon"]
-    table = pa.Table.from_pandas(geometry, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"r2": json.dumps(geometry.attrs.get("r2", {})).encode(),
-                                           b"r2_by_horizon": json.dumps(by_horizon).encode()})
-    path = _geometry_path(cfg)
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
-    storage.write_bytes(path, buf.getvalue().to_pybytes())
+    path = results.write_geometry(geometry, results.geometry_path(cfg.parquet_path))
     lines = "; ".join(f"k <= {h}: psi {r.get('psi', float('nan')):.3f}, raw {r['raw']:.3f}"
                       for h, r in by_horizon.items())
     log.info("  intent geometry, R^2 of a line through the mean squared distance (%s) written to %s", lines, path)
-
-
-def _read_geometry(cfg: SweepConfig) -> pd.DataFrame | None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = _geometry_path(cfg)
-    if not storage.exists(path):
-        return None
-    table = pq.read_table(pa.BufferReader(storage.read_bytes(path)))
-    geometry = table.to_pandas()
-    meta = table.schema.metadata or {}
-    geometry.attrs["r2"] = json.loads(meta.get(b"r2", b"{}"))
-    # older files hold only the fit over all k; JSON keys are strings
-    geometry.attrs["r2_by_horizon"] = {int(h): r for h, r in json.loads(meta.get(b"r2_by_horizon", b"{}")).items()}
-    return geometry

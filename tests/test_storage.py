@@ -7,6 +7,7 @@ from pathlib import Path
 import fsspec
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 from test_data_episodes import make_episodes
 
@@ -108,3 +109,23 @@ def test_second_publisher_keeps_the_first_directory(tmp_path):
         storage.publish_dir(src, tmp_path / "published", "DONE", text)
     assert (tmp_path / "published" / "data").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["published", "src-first", "src-second"]
+
+
+def test_results_cli_plots_a_uri_with_its_geometry(capsys):
+    root = f"memory://ailot-test-{uuid.uuid4().hex}/results"
+    rows = [{"trial_id": f"t{seed}", "step": step, "normalized_score": step / 10 + seed, "dataset": "umaze",
+             "labeller": "ailot", "learner": "iql", "seed": seed} for seed in (0, 1) for step in (10, 20)]
+    results.write_atomic(rows, storage.join(root, "sw.parquet"))
+    geometry = pd.DataFrame({"space": ["psi"] * 3 + ["raw"] * 3, "k": [1, 2, 3] * 2,
+                             "mean_sq_dist": [0.1, 0.2, 0.3, 0.2, 0.4, 0.5]})
+    geometry.attrs.update(r2={"psi": 1.0, "raw": 0.96}, r2_by_horizon={3: {"psi": 1.0, "raw": 0.96}})
+    results.write_geometry(geometry, results.geometry_path(storage.join(root, "sw.parquet")))
+    back = results.read_geometry(storage.join(root, "sw.geometry.parquet"))
+    assert back.attrs["r2_by_horizon"] == {3: {"psi": 1.0, "raw": 0.96}} and back["k"].tolist() == [1, 2, 3] * 2
+
+    assert results.main(["plot", storage.join(root, "sw.parquet")]) == 0
+    figures = listing(storage.join(root, "figures", "sw"))
+    assert "learning_curves_umaze.png" in figures and "intent_distance_vs_k.png" in figures
+    assert all(storage.read_bytes(storage.join(root, "figures", "sw", f))[:8] == b"\x89PNG\r\n\x1a\n"
+               for f in figures)
+    assert root + "/figures/sw/learning_curves_umaze.png" in capsys.readouterr().out
