@@ -103,7 +103,7 @@ def publish_dir(local_dir: Path, path: StoragePath, marker: str, marker_text: st
         return
     fs.makedirs(p, exist_ok=True)
     for f in sorted(Path(local_dir).iterdir()):
-        write_bytes(f"{str(path).rstrip('/')}/{f.name}", f.read_bytes())
+        write_bytes(join(path, f.name), f.read_bytes())
     write_bytes(join(path, marker), marker_text.encode())
 
 
