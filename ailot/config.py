@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from ailot import storage
 from ailot.errors import AilotInputError
+from ailot.storage import StoragePath
 
 LABELLERS = ("ailot", "otr", "true", "zero")
 LEARNERS = ("iql", "diffusion_ql", "bc", "rllib_bc", "rllib_marwil", "rllib_iql", "rllib_cql")  # rllib_*: RLlib (torch)
@@ -122,19 +124,22 @@ class SweepConfig:
     resources: ResourcesConfig = ResourcesConfig()
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.storage) / self.name
+    def run_dir(self) -> StoragePath:
+        return storage.join(self.storage, self.name)
 
     @property
-    def cache_dir(self) -> Path:
+    def cache_dir(self) -> StoragePath:
         """Encoders under cache_dir/encoders, rewards under cache_dir/rewards (content-addressed, so sweeps that
         share a directory share every entry whose inputs match)."""
-        path = Path(self.cache) if self.cache else self.run_dir / "cache"
-        return path if "://" in (self.cache or self.storage) else path.resolve()
+        return storage.absolute(storage.join(self.cache) if self.cache else storage.join(self.run_dir, "cache"))
 
     @property
-    def parquet_path(self) -> Path:
-        return Path(self.storage) / f"{self.name}.parquet"
+    def parquet_path(self) -> StoragePath:
+        return storage.join(self.storage, f"{self.name}.parquet")
+
+    @property
+    def figures_dir(self) -> StoragePath:
+        return storage.join(self.storage, "figures", self.name)
 
     def labeller_settings(self) -> list[dict[str, Any]]:
         """Every distinct labeller setting (the labeller name under key 'labeller'), grid expanded."""

@@ -310,7 +310,7 @@ def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = No
                        pool=None, progress: bool = False) -> tuple[Episodes, np.ndarray, dict[str, Any]]:
     """(agent episodes, rewards, provenance) for one labeller setting of a sweep config, read from the sweep's
     rewards cache (cfg.cache_dir) when present, computed (and cached) with the pipeline otherwise."""
-    from ailot import pipeline
+    from ailot import pipeline, storage
     from ailot.cache import ArrayCache
     from ailot.labellers import NEEDS_ENCODER
 
@@ -319,7 +319,7 @@ def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = No
     if seed not in cfg.seeds:
         raise AilotInputError(f"seed {seed!r}", f"is not one of config {cfg.name!r}'s seeds {list(cfg.seeds)}",
                               "pass one of the config's seeds (the encoder is per seed)")
-    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
+    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
     agent, expert = pipeline.load_pair(ds)
     encoder = None
     if setting["labeller"] in NEEDS_ENCODER:

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -19,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from ailot import storage
 from ailot.cache import ArrayCache, content_key
 from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
 from ailot.labellers import NEEDS_ENCODER, bucket_plan, label, reward_setting, solves_per_compile
+from ailot.storage import StoragePath
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +111,40 @@ def encoder_key(agent: Episodes, intents: dict, seed: int) -> str:
     return content_key("encoder", agent.fingerprint(), intents, seed)
 
 
-def pretrain_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: str | Path, progress: bool = True):
-    """ICVF psi for (dataset, seed), cached under cache_dir/encoders/<key>."""
-    from ailot.intents import ICVFConfig, IntentEncoder, pretrain
+def cached_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath):
+    """The encoder cached for (dataset, intent settings, seed) under cache_dir/encoders/<key>, or None."""
+    from ailot.intents import ICVFConfig, IntentEncoder
 
-    path = Path(cache_dir) / "encoders" / encoder_key(agent, intents, seed)
-    done = path / "DONE"
-    if done.exists():
-        return IntentEncoder.load(path, config=ICVFConfig.from_dict(intents), obs_dim=agent.obs_dim)
-    t0 = time.time()
-    encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
-    tmp = path.with_name(path.name + f".tmp{time.time_ns()}")
-    encoder.save(tmp)
-    (tmp / "DONE").write_text(json.dumps({"seconds": time.time() - t0}))
-    tmp.rename(path)  # atomic: a half-written encoder is never picked up
-    return IntentEncoder.load(path)
+    path = storage.join(cache_dir, "encoders", encoder_key(agent, intents, seed))
+    if not storage.exists(storage.join(path, "DONE")):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.fetch_dir(path, Path(tmp))
+        return IntentEncoder.load(local, config=ICVFConfig.from_dict(intents), obs_dim=agent.obs_dim)
+
+
+def store_encoder(encoder, agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath,
+                  seconds: float) -> StoragePath:
+    """Publish `encoder` under cache_dir/encoders/<key>, its DONE marker last: a half-written encoder is never
+    picked up."""
+    path = storage.join(cache_dir, "encoders", encoder_key(agent, intents, seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder.save(Path(tmp) / "encoder")
+        storage.publish_dir(Path(tmp) / "encoder", path, "DONE", json.dumps({"seconds": seconds}))
+    return path
+
+
+def pretrain_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath, progress: bool = True):
+    """ICVF psi for (dataset, seed), cached under cache_dir/encoders/<key>."""
+    from ailot.intents import ICVFConfig, pretrain
+
+    encoder = cached_encoder(agent, intents, seed, cache_dir)
+    if encoder is None:
+        t0 = time.time()
+        encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
+        store_encoder(encoder, agent, intents, seed, cache_dir, time.time() - t0)
+        encoder = cached_encoder(agent, intents, seed, cache_dir)  # as every later run will read it
+    return encoder
 
 
 # ---------------------------------------------------------------- 3. rewards

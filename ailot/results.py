@@ -7,9 +7,9 @@ One row per (trial, evaluation step). Read with `ailot.results.load(path)` or pl
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
-import uuid
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ailot import storage
 from ailot.errors import AilotInputError
+from ailot.storage import StoragePath
 
 # Column -> (arrow type, meaning). The documented schema of every results file.
 SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
@@ -70,13 +72,12 @@ def to_table(rows: list[dict] | pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 
-def write_atomic(rows: list[dict] | pd.DataFrame, path: str | Path) -> Path:
-    """Write rows to Parquet via temp file + rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    pq.write_table(to_table(rows), tmp)
-    os.replace(tmp, path)
+def write_atomic(rows: list[dict] | pd.DataFrame, path: StoragePath) -> StoragePath:
+    """Write rows to Parquet (a local path or a URI) via temp file + rename, so readers never see a partial
+    file."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(to_table(rows), buf)
+    storage.write_bytes(path, buf.getvalue().to_pybytes())
     return path
 
 
@@ -130,16 +131,47 @@ def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
     return done
 
 
-def load(path: str | Path) -> pd.DataFrame:
-    """Read a results file into pandas."""
-    path = Path(path)
-    if not path.exists():
+def load(path: StoragePath) -> pd.DataFrame:
+    """Read a results file (a local path or a URI) into pandas."""
+    if not storage.exists(path):
         raise AilotInputError(f"results file {str(path)!r}", "does not exist",
                               "run a sweep first (python tune/sweep.py --config ...) or check the path")
-    # one open file: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
+    # read whole, once: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
     # replacing the file in between makes it read one file's footer against another's pages
-    with open(path, "rb") as f:
-        return pd.read_parquet(f)
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+
+
+def geometry_path(results_path: StoragePath) -> StoragePath:
+    """Where a sweep keeps its intent-geometry table: `<sweep>.geometry.parquet` beside `<sweep>.parquet`."""
+    text = str(results_path)
+    text = (text[: -len(".parquet")] if text.endswith(".parquet") else text) + ".geometry.parquet"
+    return text if storage.is_uri(text) else Path(text)
+
+
+def write_geometry(geometry: pd.DataFrame, path: StoragePath) -> StoragePath:
+    """`ailot.intents.intent_geometry`'s table, its R^2 fits (`attrs`) kept in the Parquet metadata."""
+    table = pa.Table.from_pandas(geometry, preserve_index=False)
+    table = table.replace_schema_metadata({
+        **(table.schema.metadata or {}),
+        b"r2": json.dumps(geometry.attrs.get("r2", {})).encode(),
+        b"r2_by_horizon": json.dumps(geometry.attrs.get("r2_by_horizon", {})).encode()})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes(path, buf.getvalue().to_pybytes())
+    return path
+
+
+def read_geometry(path: StoragePath) -> pd.DataFrame | None:
+    """Inverse of `write_geometry`; None when the sweep wrote none (no AILOT labeller)."""
+    if not storage.exists(path):
+        return None
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(path)))
+    geometry = table.to_pandas()
+    meta = table.schema.metadata or {}
+    geometry.attrs["r2"] = json.loads(meta.get(b"r2", b"{}"))
+    # older files hold only the fit over all k; JSON keys are strings
+    geometry.attrs["r2_by_horizon"] = {int(h): r for h, r in json.loads(meta.get(b"r2_by_horizon", b"{}")).items()}
+    return geometry
 
 
 def method_name(row) -> str:
@@ -306,6 +338,16 @@ def plot_intent_geometry(geometry: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def write_figures(df: pd.DataFrame, out_dir: StoragePath, geometry: pd.DataFrame | None = None) -> list[StoragePath]:
+    """`plot_all` drawn locally, each PNG then published under `out_dir` (a local directory or a URI)."""
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in plot_all(df, Path(tmp), geometry):
+            written.append(storage.join(out_dir, p.name))
+            storage.write_bytes(written[-1], p.read_bytes())
+    return written
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
@@ -328,13 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         print(format_summary(summarize(df)))
         return 0
-    out = Path(args.out) if args.out else Path(args.path).parent / "figures" / Path(args.path).stem
-    geometry_path = Path(args.path).with_suffix(".geometry.parquet")
-    geometry = None
-    if geometry_path.exists():
-        geometry = pd.read_parquet(geometry_path)
-        geometry.attrs["r2"] = json.loads(pq.read_metadata(geometry_path).metadata.get(b"r2", b"{}"))
-    for p in plot_all(df, out, geometry):
+    parent = str(args.path).rsplit("/", 1)[0] if "/" in str(args.path) else "."
+    out = args.out or storage.join(parent, "figures", Path(str(args.path)).stem)
+    for p in write_figures(df, out, read_geometry(geometry_path(args.path))):
         print(f"wrote {p}")
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path:
 def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, str, dict[str, np.ndarray]]:
     """The first dataset of sweep `cfg`, its maze, and its rewards for every labeller setting the sweep trains on,
     from the sweep's caches (encoder for `seed`, rewards), computing and caching whatever is missing."""
-    from ailot import pipeline
+    from ailot import pipeline, storage
     from ailot.cache import ArrayCache
 
     ds = cfg.datasets[0]
@@ -150,7 +151,7 @@ def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, str,
     encoder = None
     if any(s["labeller"] == "ailot" for s in settings):
         encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
-    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
+    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
     keyed = pipeline.relabel_settings(agent, expert, settings, encoder, cache, progress=progress)
     return agent, maze, {setting_name(s, settings): cache.get(k)["rewards"] for k, s in keyed.items()}
 
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         "reward_map_seed<seed>.png)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from ailot import storage
     from ailot.config import load_sweep_config
 
     try:
@@ -187,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             found = traps(table, name).sort_values("margin", ascending=False)
             print(f"\n{name}: Spearman with closeness to the goal {rho[name]:.3f}; {len(found)} trap(s)"
                   + (f", largest first\n{found.round(3).to_string(index=False)}" if len(found) else ""))
-    out = Path(args.out) if args.out else Path(cfg.storage) / "figures" / cfg.name / f"reward_map_seed{seed}.png"
-    print(f"wrote {plot_reward_maps(table, list(rewards), maze, out, title=f'{cfg.name}, encoder seed {seed}')}")
+    out = args.out or storage.join(cfg.figures_dir, f"reward_map_seed{seed}.png")
+    with tempfile.TemporaryDirectory() as tmp:  # drawn locally, then published to the storage (maybe a URI)
+        drawn = plot_reward_maps(table, list(rewards), maze, Path(tmp) / "map.png",
+                                 title=f"{cfg.name}, encoder seed {seed}")
+        storage.write_bytes(out, drawn.read_bytes())
+    print(f"wrote {out}")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ailot import pipeline, results
+from ailot import pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
 
@@ -85,7 +85,7 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
             raise RuntimeError(f"rewards {config['rewards_key']} missing from the cache; rerun the sweep")
         rewards, rewards_info = entry["rewards"], (cache.meta(config["rewards_key"]) or {}).get("sinkhorn")
     rows: list[dict] = []
-    audit = Path(config["audit_log"])
+    audit = config["audit_log"]
 
     trained_from = {"step": 0}
 
@@ -109,9 +109,9 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
 
     def report(row: dict, learner) -> None:
         rows.append(row)
-        with audit.open("a") as f:  # the updates this process did: shows a resume repeats none
-            f.write(json.dumps({"trial_id": tid, "from": trained_from["step"], "to": row["step"],
-                                "pid": os.getpid()}) + "\n")
+        # the updates this process did: shows a resume repeats none
+        storage.append_line(audit, json.dumps({"trial_id": tid, "from": trained_from["step"], "to": row["step"],
+                                               "pid": os.getpid()}))
         trained_from["step"] = row["step"]
         with tempfile.TemporaryDirectory() as d:
             learners.save(learner, Path(d) / LEARNER_FILE)
@@ -200,9 +200,9 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     import ray
     from ray import tune
 
-    run_dir = cfg.run_dir.resolve() if "://" not in cfg.storage else cfg.run_dir
-    cache = ArrayCache(str(cfg.cache_dir / "rewards"))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = storage.absolute(cfg.run_dir)
+    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
+    storage.makedirs(run_dir)
 
     # 1. datasets (generated here when missing and the config says how)
     log.info("stage 1/5: datasets")
@@ -220,25 +220,20 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_pretrain_task)
         pending = {}
-        from ailot.intents import ICVFConfig, IntentEncoder
-
-        icvf = ICVFConfig.from_dict(cfg.intents)
         for label, (agent, _) in pairs.items():
             agent_ref = None
             for seed in cfg.seeds:
-                path = cfg.cache_dir / "encoders" / pipeline.encoder_key(agent, cfg.intents, seed)
-                if (path / "DONE").exists():  # a cached encoder must match this sweep's settings and data
-                    encoders[label, seed] = IntentEncoder.load(path, config=icvf, obs_dim=agent.obs_dim)
+                # a cached encoder must match this sweep's settings and data
+                cached = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir)
+                if cached is not None:
+                    encoders[label, seed] = cached
                     continue
                 agent_ref = agent_ref or ray.put(agent)
-                pending[task.remote(agent_ref, cfg.intents, seed, progress)] = (label, seed, path)
-        for ref, (label, seed, path) in pending.items():
-            encoder = ray.get(ref)
-            tmp = path.with_name(path.name + f".tmp{time.time_ns()}")
-            encoder.save(tmp)
-            (tmp / "DONE").write_text("ok")
-            os.replace(tmp, path)
-            encoders[label, seed] = IntentEncoder.load(path)
+                pending[task.remote(agent_ref, cfg.intents, seed, progress)] = (label, seed, time.time())
+        for ref, (label, seed, t0) in pending.items():
+            agent = pairs[label][0]
+            path = pipeline.store_encoder(ray.get(ref), agent, cfg.intents, seed, cfg.cache_dir, time.time() - t0)
+            encoders[label, seed] = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir)
             log.info("  encoder for %s seed %d saved to %s", label, seed, path)
         _write_geometry(cfg, pairs, encoders)
     else:
@@ -274,7 +269,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     # 4. learner trials on Tune
     trials = cfg.trials()
     log.info("stage 4/5: %d learner trials", len(trials))
-    audit_log = run_dir / "updates.jsonl"
+    audit_log = storage.join(run_dir, "updates.jsonl")
     param_trials = []
     for t in trials:
         s = t["labeller"]
@@ -282,8 +277,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         param_trials.append({"trial": t, "rewards_key": key, "cache_root": cache.root, "audit_log": str(audit_log),
                              "fault": os.environ.get("AILOT_FAULT")})
     agents = {label: pair[0] for label, pair in pairs.items()}
-    tune_path = str(run_dir / "tune")
-    experiment = str(Path(tune_path) / "trials")
+    tune_path = str(storage.join(run_dir, "tune"))
+    experiment = str(storage.join(tune_path, "trials"))
     restoring = resume and tune.Tuner.can_restore(experiment)
     reused = pd.DataFrame()
     if not restoring:  # a trial whose rows are already in the results file, made the same way, is not rerun
@@ -324,16 +319,16 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     path = results.write_atomic(df, cfg.parquet_path)
     log.info("  %d rows from %d trials written to %s", len(df), df["trial_id"].nunique() if len(df) else 0, path)
     if plots and len(df):
-        geometry = _read_geometry(cfg)
-        for p in results.plot_all(df, Path(cfg.storage) / "figures" / cfg.name, geometry):
+        geometry = results.read_geometry(results.geometry_path(cfg.parquet_path))
+        for p in results.write_figures(df, cfg.figures_dir, geometry):
             log.info("  figure %s", p)
     return results.format_summary(results.summarize(df))
 
 
 def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) -> tuple[list[dict], pd.DataFrame]:
     """The trials still to run, and the rows of those already complete in the results file."""
-    path = Path(cfg.parquet_path)
-    if "://" in cfg.storage or not path.exists():
+    path = cfg.parquet_path
+    if not storage.exists(path):
         return param_trials, pd.DataFrame()
     prior = results.load(path)
     steps = pipeline.eval_steps(cfg.train)
@@ -348,15 +343,8 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) ->
     return todo, prior[prior["trial_id"].isin(list(done))]
 
 
-def _geometry_path(cfg: SweepConfig) -> Path:
-    return Path(cfg.storage) / f"{cfg.name}.geometry.parquet"
-
-
 def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     """The paper's Fig. 8 check for the first dataset and seed, saved beside the results."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from ailot.intents import GEOMETRY_HORIZONS, intent_geometry
 
     label, (agent, _) = next(iter(pairs.items()))
@@ -364,27 +352,7 @@ def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     states = agent.states()[:200]
     geometry = intent_geometry(states, encoder.embed, max_k=max(GEOMETRY_HORIZONS))
     by_horizon = geometry.attrs["r2_by_horizon"]
-    table = pa.Table.from_pandas(geometry, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"r2": json.dumps(geometry.attrs.get("r2", {})).encode(),
-                                           b"r2_by_horizon": json.dumps(by_horizon).encode()})
-    path = _geometry_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    path = results.write_geometry(geometry, results.geometry_path(cfg.parquet_path))
     lines = "; ".join(f"k <= {h}: psi {r.get('psi', float('nan')):.3f}, raw {r['raw']:.3f}"
                       for h, r in by_horizon.items())
     log.info("  intent geometry, R^2 of a line through the mean squared distance (%s) written to %s", lines, path)
-
-
-def _read_geometry(cfg: SweepConfig) -> pd.DataFrame | None:
-    import pyarrow.parquet as pq
-
-    path = _geometry_path(cfg)
-    if not path.exists():
-        return None
-    geometry = pd.read_parquet(path)
-    meta = pq.read_metadata(path).metadata
-    geometry.attrs["r2"] = json.loads(meta.get(b"r2", b"{}"))
-    # older files hold only the fit over all k; JSON keys are strings
-    geometry.attrs["r2_by_horizon"] = {int(h): r for h, r in json.loads(meta.get(b"r2_by_horizon", b"{}")).items()}
-    return geometry

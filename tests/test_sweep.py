@@ -112,6 +112,28 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     assert set(longer["rewards_key"]) == set(df.loc[ot & (df["seed"] == 1), "rewards_key"])
 
 
+@pytest.mark.slow
+def test_sweep_on_a_storage_uri_writes_everything_there(ray_local, pointmaze_umaze, tmp_path, monkeypatch):
+    from ailot import storage, sweep
+
+    monkeypatch.chdir(tmp_path)  # a URI taken for a local path would show up here, as a directory 'file:'
+    agent_id, expert_id = pointmaze_umaze
+    bucket = tmp_path / "bucket"
+    cfg = tiny_config(f"file://{bucket}", agent_id, expert_id, seeds=[0])
+    sweep.run_sweep(cfg, progress=False, plots=True)
+    assert not (tmp_path / "file:").exists()
+    assert results.load(cfg.parquet_path)["trial_id"].nunique() == 2
+    assert (bucket / "tiny.parquet").is_file() and (bucket / "tiny.geometry.parquet").is_file()
+    assert {p.name for p in (bucket / "figures" / "tiny").glob("*.png")} >= {"learning_curves_umaze.png"}
+    (encoder,) = (bucket / "tiny" / "cache" / "encoders").iterdir()
+    assert (encoder / "DONE").is_file() and len(list((bucket / "tiny" / "cache" / "rewards").glob("*.npz"))) == 2
+    updates = storage.join(cfg.run_dir, "updates.jsonl")
+    assert len(storage.read_lines(updates)) == 2 * 2
+    # rerun: the finished trials are read back from the URI's results file and not trained again
+    sweep.run_sweep(cfg, progress=False, plots=False)
+    assert len(storage.read_lines(updates)) == 2 * 2
+
+
 def test_overestimation_warning_names_the_trial_and_the_bound(caplog):
     trial = {"dataset": "u", "learner": "iql", "seed": 3, "labeller": {"labeller": "true"}}
     with caplog.at_level("WARNING", logger="ailot.pipeline"):
