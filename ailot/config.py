@@ -102,12 +102,13 @@ class TrainConfig:
 class ResourcesConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # a fraction packs several trials on one GPU
-    relabel_actors: int = 0  # 0: one per GPU if any, else one per 2 CPUs (at least 1)
+    relabel_actors: int = 0  # 0: one per GPU if any, else one per CPU (one per 2 CPUs with pin_cpus off)
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     max_failures: int = 2  # retries of a failed trial, from its last checkpoint
     relabel_gpus: int = 0  # >0: ask the autoscaler for this many GPUs before relabelling, one actor each
     scale_timeout_s: float = 900.0  # how long to wait for those GPUs before relabelling on what is there
     reuse_actors: bool = True  # a trial process runs the next trial: no new JAX import, compiled updates kept
+    pin_cpus: bool = True  # CPU trials, ICVF tasks and relabel actors each pinned to their CPUs' worth of cores
 
 
 @dataclass(frozen=True)

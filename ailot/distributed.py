@@ -10,6 +10,7 @@ is the single-process path that gives the same rewards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -28,14 +29,25 @@ def _actor_env(use_gpu: bool, cpus: float = 1.0) -> dict[str, str]:
         return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     env = {"JAX_PLATFORMS": "cpu"}
     if cpus < 2:
-        # XLA would spread every op over all the node's cores; keep a one-CPU actor to one thread (also faster
-        # for one-episode solves: 3.06 s vs 4.26 s for the 10k-transition benchmark on 2 cores)
+        # no Eigen threads in dots (faster one-episode solves: 3.06 s vs 4.26 s for the 10k-transition benchmark
+        # on 2 cores); XLA's own thread pool ignores this and follows the affinity (`ailot.cores`)
         env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
     return env
 
 
 class RelabelWorker:
-    """Holds nothing between calls but its compiled functions; one per device."""
+    """Holds nothing between calls but its compiled functions; one per device. A CPU actor pins itself to
+    `pin_cpus` cores of its machine (`ailot.cores`) before JAX starts, so that XLA runs that many threads."""
+
+    def __init__(self, pin_cpus: float = 0):
+        from ailot import cores
+
+        self.cores = cores.claim(int(pin_cpus)) if pin_cpus >= 1 else []
+
+    def release_cores(self) -> None:
+        from ailot import cores
+
+        cores.release()
 
     def device(self) -> str:
         import jax
@@ -75,7 +87,7 @@ class RelabelWorker:
         import ray
 
         return {"rewards": out, "stats": stats, "node_id": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid()}
+                "pid": os.getpid(), "cores": self.cores}
 
 
 def plan_shards(lengths: np.ndarray, num_actors: int, sizes, max_shard_transitions: int = 0) -> list[np.ndarray]:
@@ -108,14 +120,16 @@ class RelabelPool:
     """A pool of Ray actors for relabelling. Use as a context manager; `ray.init` must have been called."""
 
     def __init__(self, num_actors: int = 0, use_gpus: bool | None = None, cpus_per_actor: float = 1.0,
-                 max_shard_failures: int = 3):
+                 max_shard_failures: int = 3, pin_cpus: bool = True):
         import ray
 
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         self.use_gpus = gpus > 0 if use_gpus is None else use_gpus
         if num_actors <= 0:
-            num_actors = gpus if self.use_gpus else max(1, int(resources.get("CPU", 1) // 2))
+            # pinned CPU actors each use their own cores; unpinned, each runs XLA threads on every core
+            per_actor = max(1.0, cpus_per_actor) if pin_cpus else 2.0
+            num_actors = gpus if self.use_gpus else max(1, int(resources.get("CPU", 1) // per_actor))
         self.num_actors = num_actors
         self._options = dict(
             num_gpus=1 if self.use_gpus else 0,
@@ -123,15 +137,17 @@ class RelabelPool:
             runtime_env={"env_vars": _actor_env(self.use_gpus, cpus_per_actor)},
             scheduling_strategy="SPREAD",
         )
+        self._pin = cpus_per_actor if pin_cpus and not self.use_gpus else 0  # whole cores per CPU actor
         self._cls = ray.remote(RelabelWorker)
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.compiled: dict[int, set[int]] = {}  # id(actor) -> bucket lengths it has solved (compiled for)
         self.replacements = 0
         self.max_shard_failures = max_shard_failures  # actors one shard may take down before the request fails
         self.puts = 0  # objects put in the store (encoder, expert set): once per request
+        self.last_cores: dict[int, list[int]] = {}  # pid -> cores pinned ([]: unpinned), actors of the last request
 
     def _new_actor(self):
-        return self._cls.options(**self._options).remote()
+        return self._cls.options(**self._options).remote(self._pin)
 
     def __enter__(self):
         return self
@@ -142,6 +158,10 @@ class RelabelPool:
     def shutdown(self) -> None:
         import ray
 
+        # free the actors' cores before they go (a killed process lets go a moment later), so the trials
+        # started next find them free
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get([a.release_cores.remote() for a in self.actors], timeout=10)
         for a in self.actors:
             ray.kill(a)
         self.actors = []
@@ -234,6 +254,7 @@ class RelabelPool:
             idle.append(actor)
             bar.update(int(agent.lengths[shards[shard_id]].sum()))
         bar.close()
+        self.last_cores = {out["pid"]: out["cores"] for out in results}
         per_traj: list[list[np.ndarray | None]] = [[None] * agent.num_episodes for _ in settings]
         for shard_id, idx in enumerate(shards):
             for s in range(len(settings)):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ailot import pipeline, results, storage
+from ailot import cores, pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
 
@@ -27,22 +27,34 @@ LEARNER_FILE = "learner.msgpack"
 STATE_FILE = "state.json"  # step + sha256 of the learner file: tells a complete checkpoint from a partial one
 
 
-def _jax_env_for_this_worker() -> None:
-    """CPU-only JAX in workers without a GPU; on-demand GPU memory where Ray gave one."""
+def _jax_env_for_this_worker() -> bool:
+    """CPU-only JAX in workers without a GPU; on-demand GPU memory where Ray gave one. True with a GPU."""
     import ray
 
     if ray.get_gpu_ids():
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    else:
-        os.environ["JAX_PLATFORMS"] = "cpu"
+        return True
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    return False
 
 
-def _pretrain_task(agent, intents: dict, seed: int, progress: bool):
-    _jax_env_for_this_worker()
+def _pretrain_task(agent, intents: dict, seed: int, progress: bool, pin_cores: int = 0):
+    gpu = _jax_env_for_this_worker()
     from ailot.intents import ICVFConfig, pretrain
 
-    encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
+    with cores.pinned(pin_cores, enabled=not gpu):  # the task's CPUs; XLA sizes its thread pool by them
+        encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
     return encoder
+
+
+def _cpus_per_task(n_tasks: int) -> int:
+    """The cluster's CPUs shared out among tasks that run together (at least 1, at most one node's), so that a
+    lone pinned task does not leave the other cores idle."""
+    import ray
+
+    total = int(ray.cluster_resources().get("CPU", 1))
+    per_node = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(1, min(total // max(1, n_tasks), per_node))
 
 
 def _fault_hook(tid: str, spec: str | None):
@@ -67,8 +79,14 @@ def _fault_hook(tid: str, spec: str | None):
 
 
 def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> None:
-    """One Tune trial: rewards from the cache, train, evaluate, report a row + checkpoint per evaluation."""
-    _jax_env_for_this_worker()
+    """One Tune trial: rewards from the cache, train, evaluate, report a row + checkpoint per evaluation; on a
+    CPU, pinned to as many cores as the trial has CPUs (`ailot.cores`: XLA sizes its thread pool by them)."""
+    gpu = _jax_env_for_this_worker()
+    with cores.pinned(cfg.resources.cpus_per_trial, enabled=cfg.resources.pin_cpus and not gpu):
+        _trial(config, cfg, agents)
+
+
+def _trial(config: dict, cfg: SweepConfig, agents: dict) -> None:
     from ray import tune
 
     from ailot import learners
@@ -111,7 +129,7 @@ def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> Non
         rows.append(row)
         # the updates this process did: shows a resume repeats none
         storage.append_line(audit, json.dumps({"trial_id": tid, "from": trained_from["step"], "to": row["step"],
-                                               "pid": os.getpid()}))
+                                               "pid": os.getpid(), "cores": cores.held()}))
         trained_from["step"] = row["step"]
         with tempfile.TemporaryDirectory() as d:
             learners.save(learner, Path(d) / LEARNER_FILE)
@@ -186,9 +204,10 @@ def _relabel_pool(cfg: SweepConfig):
         if have < want:
             log.warning("  only %d of %d GPU(s) arrived in %.0fs; relabelling on what is there", have, want,
                         cfg.resources.scale_timeout_s)
-        pool = RelabelPool(min(want, have)) if have else RelabelPool(cfg.resources.relabel_actors, use_gpus=False)
+        pool = (RelabelPool(min(want, have)) if have else
+                RelabelPool(cfg.resources.relabel_actors, use_gpus=False, pin_cpus=cfg.resources.pin_cpus))
     else:
-        pool = RelabelPool(cfg.resources.relabel_actors)
+        pool = RelabelPool(cfg.resources.relabel_actors, pin_cpus=cfg.resources.pin_cpus)
     log.info("  relabel pool: %d actors (%s)", pool.num_actors, "GPU" if pool.use_gpus else "CPU")
     return pool
 
@@ -217,19 +236,25 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     used = cfg.used_labeller_settings()  # a BC-only sweep needs no encoder and no rewards
     if any(s["labeller"] == "ailot" for s in used):
         log.info("stage 2/5: intent encoders (ICVF) for %d dataset x seed pairs", len(pairs) * len(cfg.seeds))
-        gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_pretrain_task)
-        pending = {}
+        todo = []
         for label, (agent, _) in pairs.items():
-            agent_ref = None
             for seed in cfg.seeds:
                 # a cached encoder must match this sweep's settings and data
                 cached = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir)
                 if cached is not None:
                     encoders[label, seed] = cached
-                    continue
-                agent_ref = agent_ref or ray.put(agent)
-                pending[task.remote(agent_ref, cfg.intents, seed, progress)] = (label, seed, time.time())
+                else:
+                    todo.append((label, seed))
+        gpu = ray.cluster_resources().get("GPU", 0) > 0
+        cpus = 1 if gpu else _cpus_per_task(len(todo))
+        if todo:
+            log.info("  pretraining %d encoder(s), %d CPU(s) each%s", len(todo), cpus, " and a GPU" if gpu else "")
+        task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(_pretrain_task)
+        pending, agent_refs = {}, {}
+        for label, seed in todo:
+            agent_refs[label] = agent_refs.get(label) or ray.put(pairs[label][0])
+            pin = cpus if cfg.resources.pin_cpus else 0
+            pending[task.remote(agent_refs[label], cfg.intents, seed, progress, pin)] = (label, seed, time.time())
         for ref, (label, seed, t0) in pending.items():
             agent = pairs[label][0]
             path = pipeline.store_encoder(ray.get(ref), agent, cfg.intents, seed, cfg.cache_dir, time.time() - t0)

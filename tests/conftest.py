@@ -54,11 +54,14 @@ def pointmaze_umaze(minari_root) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def local_ray(prefix: str):
-    """A local Ray for one test module: 2 CPUs, loopback, no dashboard, temp files in a short /tmp dir (Ray's
-    socket paths have a length limit) that is removed afterwards."""
+    """A local Ray for one test module: 2 CPUs, loopback, no dashboard, temp files (and core claims) in a short
+    /tmp dir (Ray's socket paths have a length limit) that is removed afterwards."""
     import ray
 
     tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    # core claims (ailot.cores) of this Ray's workers, which inherit the variable, apart from other tests'
+    old_claims = os.environ.get("AILOT_CORE_CLAIMS")
+    os.environ["AILOT_CORE_CLAIMS"] = os.path.join(tmp, "core-claims")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
@@ -67,3 +70,7 @@ def local_ray(prefix: str):
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+        if old_claims is None:
+            os.environ.pop("AILOT_CORE_CLAIMS", None)
+        else:
+            os.environ["AILOT_CORE_CLAIMS"] = old_claims

@@ -77,6 +77,9 @@ def test_pool_equals_local_and_broadcasts_once(ray_local, setup):
         assert pool.puts == 2  # encoder and expert set, once per request, not per shard
         assert len(submitted) > 2  # several shards, so the broadcast really was shared
         assert len(pool.compiled) == 2 and all(pool.compiled.values())  # both actors worked
+        # each one-CPU actor ran pinned to a core of its own (XLA sizes its thread pool by the affinity)
+        cores = list(pool.last_cores.values())
+        assert len(cores) == 2 and all(len(c) == 1 for c in cores) and cores[0] != cores[1]
     for got, want in zip(out, local):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
     assert out[0].shape == (agent.num_transitions,)

@@ -69,6 +69,8 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     assert len(audit) == 8 and not audit.duplicated(["trial_id", "from", "to"]).any()
     victim_rows = audit[audit["trial_id"] == victim].sort_values("from")
     assert list(victim_rows["from"]) == [0, 100] and victim_rows["pid"].nunique() == 2
+    # one-CPU trials, two at a time on 2 CPUs: each ran pinned to a core of its own (ailot.cores)
+    assert all(len(c) == 1 for c in audit["cores"])
 
     # pretraining and relabelling ran once per unique input: 2 encoders (one per seed), 3 reward entries
     # (AILOT per seed's encoder, zero shared by both seeds)
@@ -132,6 +134,13 @@ def test_sweep_on_a_storage_uri_writes_everything_there(ray_local, pointmaze_uma
     # rerun: the finished trials are read back from the URI's results file and not trained again
     sweep.run_sweep(cfg, progress=False, plots=False)
     assert len(storage.read_lines(updates)) == 2 * 2
+
+
+def test_encoder_tasks_share_out_the_cpus(ray_local):
+    from ailot.sweep import _cpus_per_task
+
+    # 2 CPUs: a lone ICVF task gets both (pinned to one core it would leave the other idle), two get one each
+    assert [_cpus_per_task(n) for n in (1, 2, 3, 0)] == [2, 1, 1, 2]
 
 
 def test_overestimation_warning_names_the_trial_and_the_bound(caplog):
