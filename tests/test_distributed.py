@@ -192,3 +192,10 @@ def test_two_node_cluster_shards_land_on_both_nodes_and_survive_a_killed_actor(s
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_default_pool_size_follows_pinning(ray_local):
+    with RelabelPool() as pool:
+        assert not pool.use_gpus and pool.num_actors == 2  # one pinned actor per CPU (2 here)
+    with RelabelPool(pin_cpus=False) as pool:
+        assert pool.num_actors == 1  # unpinned, each actor runs a thread per core: one per 2 CPUs
