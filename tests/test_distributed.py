@@ -160,8 +160,16 @@ def test_second_request_hits_the_cache(ray_local, setup, tmp_path):
     assert 10 <= summary["iterations_median"] <= summary["iterations_max"] <= SETTINGS[0]["max_iterations"]
 
 
+def test_default_pool_size_follows_pinning(ray_local):
+    with RelabelPool() as pool:
+        assert not pool.use_gpus and pool.num_actors == 2  # one pinned actor per CPU (2 here)
+    with RelabelPool(pin_cpus=False) as pool:
+        assert pool.num_actors == 1  # unpinned, each actor runs a thread per core: one per 2 CPUs
+
+
 @pytest.mark.slow
 def test_two_node_cluster_shards_land_on_both_nodes_and_survive_a_killed_actor(setup):
+    """Last in this module: it shuts the module's local Ray down for a cluster of its own."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -193,9 +201,3 @@ def test_two_node_cluster_shards_land_on_both_nodes_and_survive_a_killed_actor(s
         ray.shutdown()
         cluster.shutdown()
 
-
-def test_default_pool_size_follows_pinning(ray_local):
-    with RelabelPool() as pool:
-        assert not pool.use_gpus and pool.num_actors == 2  # one pinned actor per CPU (2 here)
-    with RelabelPool(pin_cpus=False) as pool:
-        assert pool.num_actors == 1  # unpinned, each actor runs a thread per core: one per 2 CPUs
