@@ -37,7 +37,9 @@ from ailot.cache import ArrayCache
 from ailot.config import sweep_config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {"steps": 300, "eval_every": 100, "eval_episodes": 2, "eval_envs": 1, "chunk": 100, "batch_size": 64}
+# Each chunk (100 updates + evaluation) must outlast FaultAfterCheckpoint's min_cpu after its checkpoint: a trial
+# pinned to one core (ailot.cores) did a chunk with 2 evaluation episodes in 0.1-0.2 s, too close to it.
+TRAIN = {"steps": 300, "eval_every": 100, "eval_episodes": 8, "eval_envs": 1, "chunk": 100, "batch_size": 64}
 
 
 def sweep_dict(storage, agent_id, expert_id, name, *, train=None, seeds=(0,), resources=None) -> dict:
