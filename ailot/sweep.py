@@ -251,9 +251,9 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
             log.info("  pretraining %d encoder(s), %d CPU(s) each%s", len(todo), cpus, " and a GPU" if gpu else "")
         task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(_pretrain_task)
         pending, agent_refs = {}, {}
+        pin = cpus if cfg.resources.pin_cpus else 0
         for label, seed in todo:
             agent_refs[label] = agent_refs.get(label) or ray.put(pairs[label][0])
-            pin = cpus if cfg.resources.pin_cpus else 0
             pending[task.remote(agent_refs[label], cfg.intents, seed, progress, pin)] = (label, seed, time.time())
         for ref, (label, seed, t0) in pending.items():
             agent = pairs[label][0]

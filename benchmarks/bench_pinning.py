@@ -20,8 +20,6 @@ import secrets
 import tempfile
 import time
 
-import numpy as np
-
 
 class StageClock(logging.Handler):
     """Timestamps of the sweep's "stage i/5" log lines."""
@@ -100,8 +98,8 @@ def main() -> None:
         print(f"| {method} | {a:.0f} | {b:.0f} | {a / b:.2f}x | {off['score'][method]:.1f} | "
               f"{on['score'][method]:.1f} |")
     a, b = off["trial_s"].sum(), on["trial_s"].sum()
-    print(f"| **sum** | {a:.0f} | {b:.0f} | {a / b:.2f}x | {np.mean(off['score']):.1f} (mean) | "
-          f"{np.mean(on['score']):.1f} (mean) |")
+    print(f"| **sum** | {a:.0f} | {b:.0f} | {a / b:.2f}x | {off['score'].mean():.1f} (mean) | "
+          f"{on['score'].mean():.1f} (mean) |")
 
 
 if __name__ == "__main__":

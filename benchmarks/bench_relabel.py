@@ -23,9 +23,9 @@ over-relaxed Sinkhorn, momentum 1.6, for (b) and (c); (a) and (a') run plain Sin
        default, `ailot.cores`) and, as `--pin` asks, unpinned. Ray startup is excluded.
 
 Each path runs on a cleared JAX compilation cache, then `--steady-runs` (2) more times: "first run" includes
-compilation (and, for (c), actor start-up and JAX import in the actors), "steady" is the fastest later run
-(a pool's actor compiles a bucket when it first gets one, which can be in the second request). Rewards of every path are
-compared with the (b) reference row and with a tightly converged solution (threshold 1e-5, at most 10000
+compilation (and, for (c), actor start-up and JAX import in the actors), "steady" is the fastest later run (a
+pool's actor compiles a bucket when it first gets one, which can be in the second request). Rewards of every
+path are compared with the (b) reference row and with a tightly converged solution (threshold 1e-5, at most 10000
 iterations; untimed), max |difference| over the transitions both computed.
 
 Data: synthetic embeddings shaped like D4RL medium-replay (episode lengths log-uniform in [20, 1000]: many
