@@ -16,41 +16,20 @@ from typing import Any
 
 import yaml
 
+from ailot import labellers as labeller_registry
 from ailot import storage
 from ailot.errors import AilotInputError
 from ailot.storage import StoragePath
 
-LABELLERS = ("ailot", "otr", "true", "zero")
 LEARNERS = ("iql", "diffusion_ql", "bc", "rllib_bc", "rllib_marwil", "rllib_iql", "rllib_cql")  # rllib_*: RLlib (torch)
 REWARD_FREE_LEARNERS = ("bc", "rllib_bc")  # ignore rewards: one trial per dataset x seed, no labeller
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# Labeller settings and their defaults. Lists in the YAML are grid axes.
-LABELLER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ailot": {
-        "k": 1,  # k-offset of the cost's second term (AILOT paper: 1 locomotion, 5 antmaze)
-        "epsilon": 1e-3,  # Sinkhorn entropic regularisation, absolute (AILOT paper)
-        "relative_epsilon": False,  # scale epsilon by the mean cost instead
-        "alpha": 5.0,  # reward scale (AILOT/OTR reward squashing)
-        "tau": 0.5,  # reward temperature (see ailot.relabel for the source)
-        "n_experts": 1,  # top-N expert episodes by return (paper default 1)
-        "expert_mode": "max",  # "max" over experts (paper) or "merge" into one cloud (authors' code)
-        "threshold": 1e-3,  # Sinkhorn convergence threshold
-        "max_iterations": 1000,  # Sinkhorn iteration cap
-        "momentum": 1.6,  # Sinkhorn over-relaxation: a weight in (0, 2), adaptive or none (ailot.relabel.MOMENTUM)
-    },
-    "otr": {  # OTR's own code (otr/agents/otil/rewarder.py, configs/otr_iql_mujoco.py); see ailot.relabel
-        "epsilon": 1e-2,
-        "alpha": 5.0,
-        "beta": 5.0,  # scaled by 1000 / obs_dim inside ailot.relabel, as OTR does
-        "n_experts": 1,
-        "threshold": 1e-9,
-        "max_iterations": 100,  # OTR stops at 100 iterations, converged or not
-    },
-    "true": {},
-    "zero": {},
-}
+# Labeller settings and their defaults (each labeller's file says where they come from). Lists in the YAML
+# are grid axes.
+LABELLERS = tuple(labeller_registry.LABELLERS)
+LABELLER_DEFAULTS: dict[str, dict[str, Any]] = {n: c.defaults() for n, c in labeller_registry.LABELLERS.items()}
 
 
 def _error(key: str, problem: str, fix: str) -> AilotInputError:
@@ -82,6 +61,7 @@ class DatasetConfig:
     env: str | None = None  # evaluation env id, needed for D4RL files without an env spec
     obs_keys: tuple[str, ...] | None = None  # dict observation keys (None: the maze default "observation")
     generate: dict | None = None  # ailot.data.generate arguments used when the datasets are missing
+    expert_actions: bool = True  # false: the expert set is state-only; methods that read expert actions are refused
 
     @property
     def label(self) -> str:
@@ -210,32 +190,18 @@ def _labellers_from(raw: dict) -> dict[str, dict[str, list]]:
     out = {}
     for name, settings in raw.items():
         settings = settings or {}
-        _check_keys(f"labellers.{name}", settings, LABELLER_DEFAULTS[name])
+        specs = labeller_registry.get(name).settings
+        _check_keys(f"labellers.{name}", settings, specs)
         axes = {}
-        for key, default in LABELLER_DEFAULTS[name].items():
-            values = _as_list(settings.get(key, default))
+        for key, spec in specs.items():
+            where = f"labellers.{name}.{key}"
+            # a list is a grid axis, except for list-valued settings (hidden sizes), where a list of lists is
+            given = settings.get(key, spec.default)
+            values = given if isinstance(given, list) and (spec.kind != "ints" or (
+                given and all(isinstance(v, (list, tuple)) for v in given))) else [given]
             if not values:
-                raise _error(f"labellers.{name}.{key}", "is an empty list", "give at least one value")
-            checked = []
-            for v in values:
-                where = f"labellers.{name}.{key}"
-                if key in ("k", "n_experts", "max_iterations"):
-                    checked.append(_positive(where, v, int))
-                elif key in ("epsilon", "alpha", "tau", "beta", "threshold"):
-                    checked.append(_positive(where, v, float))
-                elif key == "relative_epsilon":
-                    if not isinstance(v, bool):
-                        raise _error(where, f"must be true or false, got {v!r}", "write true or false")
-                    checked.append(v)
-                elif key == "momentum":
-                    from ailot.relabel import check_momentum
-
-                    checked.append(check_momentum(v, f"config key {where!r}"))
-                elif key == "expert_mode":
-                    if v not in ("max", "merge"):
-                        raise _error(where, f"must be 'max' or 'merge', got {v!r}", "use max (paper) or merge")
-                    checked.append(v)
-            axes[key] = checked
+                raise _error(where, "is an empty list", "give at least one value")
+            axes[key] = [spec.validate(v, where) for v in values]
         out[name] = axes
     return out
 
@@ -251,6 +217,8 @@ def _datasets_from(raw) -> tuple[DatasetConfig, ...]:
             if not entry.get(required) or not isinstance(entry[required], str):
                 raise _error(f"datasets[{i}].{required}", "is missing", "give a Minari id or a D4RL .hdf5 path")
             _check_dataset_spec(f"datasets[{i}].{required}", entry[required])
+        if not isinstance(entry.get("expert_actions", True), bool):
+            raise _error(f"datasets[{i}].expert_actions", f"got {entry['expert_actions']!r}", "write true or false")
         for key in ("name", "env"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise _error(f"datasets[{i}].{key}", f"must be a string, got {entry[key]!r}", "quote it in the YAML")
@@ -306,6 +274,18 @@ def _check_learners(learners: dict, families: set[str], steps: int) -> None:
     for name, overrides in learners.items():
         for family in sorted(families):
             registry.make_config(name, {"max_steps": steps, **overrides}, task_family=family)
+
+
+def _check_expert_inputs(cfg: SweepConfig) -> None:
+    """A method that reads expert actions cannot run on a dataset whose expert set is declared state-only."""
+    for ds in cfg.datasets:
+        if ds.expert_actions:
+            continue
+        for setting in cfg.labeller_settings():
+            if labeller_registry.reads_expert_actions(setting):
+                raise _error(f"labellers.{setting['labeller']}", f"reads expert actions, but dataset {ds.label!r} "
+                             "has expert_actions: false (a state-only expert set)",
+                             "drop the labeller (or its action-reading mode), or set expert_actions: true")
 
 
 def _check_intents(intents: dict) -> None:
@@ -369,9 +349,10 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     if cfg.train.eval_every > cfg.train.steps:
         raise _error("train.eval_every", f"{cfg.train.eval_every} > train.steps {cfg.train.steps}",
                      "evaluate at most every train.steps updates")
+    _check_expert_inputs(cfg)
     # Learner and ICVF settings are checked by their own config classes (lazy: they import JAX).
     _check_learners(cfg.learners, {d.task_family for d in cfg.datasets}, cfg.train.steps)
-    if "ailot" in cfg.labellers or cfg.intents:
+    if any(labeller_registry.get(n).uses_encoder for n in cfg.labellers) or cfg.intents:
         _check_intents(cfg.intents)
     return cfg
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ailot import labellers
 from ailot.data.episodes import Episodes, fit_bucket
-from ailot.labellers import bucket_plan, expert_trajectories, solve_setting, solves_per_compile, split_like
+from ailot.labellers import bucket_plan, expert_trajectories, solve_setting, solves_per_compile
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,18 @@ class RelabelWorker:
     ) -> dict[str, Any]:
         """Embed the shard once, then rewards for every setting: {"rewards": [setting][traj] -> [T], "stats":
         [setting] -> SinkhornStats of the shard's trajectories}."""
-        embedded, experts_emb = None, {}
+        prepared: dict[tuple, list[np.ndarray]] = {}  # (labeller, n or None) -> trajectories, prepared once
+
+        def prepare(cls, key, trajs):
+            if (cls.name, key) not in prepared:
+                prepared[cls.name, key] = cls.prepare(trajs, encoder)
+            return prepared[cls.name, key]
+
         out, stats = [], []
         for setting in settings:
+            cls = labellers.get(setting["labeller"])
             n = int(setting.get("n_experts", 1))
-            if setting["labeller"] == "ailot":
-                if embedded is None:
-                    embedded = split_like(encoder.embed(np.concatenate(shard)), shard)
-                if n not in experts_emb:
-                    experts_emb[n] = split_like(encoder.embed(np.concatenate(experts_by_n[n])), experts_by_n[n])
-                trajs, experts = embedded, experts_emb[n]
-            else:
-                trajs, experts = shard, experts_by_n[n]
+            trajs, experts = prepare(cls, None, shard), prepare(cls, n, experts_by_n[n])
             rewards, info = solve_setting(setting, trajs, experts, buckets=buckets, return_info=True)
             out.append(rewards)
             stats.append(info)

@@ -173,12 +173,10 @@ def export_dataset(
             "export the rewards with the exact dataset they were computed on")
     rewards = _check_rewards(rewards, episodes)
 
-    from ailot.labellers import REWARD_KEYS, reward_setting
+    from ailot.labellers import reward_setting
+    from ailot.provenance import git_commit, versions
 
-    if labeller_settings["labeller"] not in REWARD_KEYS:
-        raise AilotInputError(f"labeller {labeller_settings['labeller']!r}", "is unknown",
-                              f"use one of: {', '.join(REWARD_KEYS)}")
-    from ailot.pipeline import git_commit, versions
+    reward_setting(labeller_settings)  # an unknown labeller stops here, named
 
     lengths = episodes.lengths
     ranges = file_ranges(lengths, int(rows_per_file))
@@ -276,18 +274,17 @@ def read_arrays(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def select_setting(cfg, labeller: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one labeller setting of `cfg` named `labeller` whose values match `overrides` (for grid axes)."""
-    from ailot.config import LABELLER_DEFAULTS
+    from ailot import labellers
 
-    if labeller not in LABELLER_DEFAULTS:
-        raise AilotInputError(f"labeller {labeller!r}", "is unknown", f"use one of: {', '.join(LABELLER_DEFAULTS)}")
+    known = labellers.get(labeller).settings
     if labeller not in cfg.labellers:
         raise AilotInputError(f"labeller {labeller!r}", f"is not in config {cfg.name!r}",
                               f"use one of its labellers ({', '.join(cfg.labellers)}) or add it under labellers:")
     overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(LABELLER_DEFAULTS[labeller]))
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise AilotInputError(f"setting {unknown[0]!r}", f"is not a setting of labeller {labeller!r}",
-                              f"use one of: {', '.join(LABELLER_DEFAULTS[labeller]) or '(none)'}")
+                              f"use one of: {', '.join(known) or '(none)'}")
     candidates = [s for s in cfg.labeller_settings() if s["labeller"] == labeller]
     matches = [s for s in candidates if all(_same(s.get(k), v) for k, v in overrides.items())]
     if len(matches) != 1:
@@ -310,33 +307,31 @@ def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = No
                        pool=None, progress: bool = False) -> tuple[Episodes, np.ndarray, dict[str, Any]]:
     """(agent episodes, rewards, provenance) for one labeller setting of a sweep config, read from the sweep's
     rewards cache (cfg.cache_dir) when present, computed (and cached) with the pipeline otherwise."""
-    from ailot import pipeline, storage
-    from ailot.cache import ArrayCache
-    from ailot.labellers import NEEDS_ENCODER
+    from ailot import labellers, pipeline
 
     ds = _select_dataset(cfg, dataset)
     seed = cfg.seeds[0] if seed is None else seed
     if seed not in cfg.seeds:
         raise AilotInputError(f"seed {seed!r}", f"is not one of config {cfg.name!r}'s seeds {list(cfg.seeds)}",
-                              "pass one of the config's seeds (the encoder is per seed)")
-    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
-    agent, expert = pipeline.load_pair(ds)
-    encoder = None
-    if setting["labeller"] in NEEDS_ENCODER:
-        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
-    enc_hash = encoder.content_hash() if encoder is not None else None
-    key = pipeline.rewards_key(agent, expert, setting, enc_hash)
-    cached = cache.get(key) is not None
+                              "pass one of the config's seeds (the encoder and trained labellers are per seed)")
+    pair = pipeline.load_pair(ds)
+    cache = pipeline.rewards_cache(cfg)
+    labeller = labellers.get(setting["labeller"])
+    seeded = labeller.uses_encoder or labeller.seeded
     t0 = time.time()
-    pipeline.relabel_settings(agent, expert, [setting], encoder, cache, pool=pool, progress=progress)
+    key = pipeline.rewards_for(ds, pair, seed, [setting], cfg, pool=pool, progress=progress)[
+        pipeline.setting_id(setting)]
+    seconds = time.time() - t0
     entry = cache.get(key)
     if entry is None:
         raise RuntimeError(f"rewards {key} were computed but cannot be read back from {cache.root}")
+    meta = cache.meta(key) or {}
     provenance = {"config": cfg.name, "dataset": ds.label, "expert_id": ds.expert,
-                  "expert_fingerprint": expert.fingerprint(), "seed": seed if encoder is not None else None,
-                  "encoder": enc_hash, "rewards_key": key, "from_cache": cached,
-                  "seconds": None if cached else time.time() - t0}
-    return agent, entry["rewards"], provenance
+                  "expert_fingerprint": pair[1].fingerprint(), "seed": seed if seeded else None,
+                  "encoder": meta.get("encoder"), "rewards_key": key,
+                  "from_cache": meta.get("created", 0) < t0, "seconds": None if meta.get("created", 0) < t0
+                  else seconds}
+    return pair[0], entry["rewards"], provenance
 
 
 def _select_dataset(cfg, dataset: str | None):

@@ -7,62 +7,26 @@ reads the cache and computes nothing.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ailot import storage
+from ailot import labellers, storage
 from ailot.cache import ArrayCache, content_key
 from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
-from ailot.labellers import NEEDS_ENCODER, bucket_plan, label, reward_setting, solves_per_compile
+from ailot.labellers import bucket_plan, label, solves_per_compile
+from ailot.provenance import git_commit, versions
 from ailot.storage import StoragePath
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- provenance
-
-
-@functools.cache
-def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("ailot", "jax", "jaxlib", "flax", "optax", "ott-jax", "ray", "minari", "gymnasium",
-                "gymnasium-robotics", "mujoco", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-@functools.cache
-def git_commit(repo: Path | None = None) -> str:
-    """HEAD of the checkout the package runs from, with "+dirty" when its code (ailot/, tune/) differs from it."""
-    here = Path(__file__).resolve().parent if repo is None else Path(repo)
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
-
-    try:
-        head = git("rev-parse", "HEAD").stdout.strip()
-        if not head:
-            return "unknown"
-        top = git("rev-parse", "--show-toplevel").stdout.strip()
-        dirty = git("-C", top, "diff", "--quiet", "HEAD", "--", "ailot", "tune").returncode == 1
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------- 1. datasets
@@ -150,13 +114,10 @@ def pretrain_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: Stora
 # ---------------------------------------------------------------- 3. rewards
 
 
-def rewards_key(agent: Episodes, expert: Episodes | None, setting: dict, encoder_hash: str | None) -> str:
-    rs = reward_setting(setting)
-    needs_expert = rs["labeller"] in ("ailot", "otr")
-    return content_key(
-        "rewards", agent.fingerprint(), expert.fingerprint() if needs_expert and expert else None,
-        encoder_hash if rs["labeller"] in NEEDS_ENCODER else None, rs,
-    )
+def rewards_key(agent: Episodes, expert: Episodes | None, setting: dict, encoder_hash: str | None,
+                seed: int | None = None) -> str:
+    """The cache key of one setting's rewards: what its labeller declares it reads (`Labeller.cache_key`)."""
+    return labellers.get(setting["labeller"]).cache_key(setting, agent, expert, encoder_hash, seed)
 
 
 def relabel_settings(
@@ -167,34 +128,68 @@ def relabel_settings(
     cache: ArrayCache,
     pool=None,
     progress: bool = True,
+    seed: int = 0,
+    expert_actions: bool = True,
 ) -> dict[str, dict]:
-    """Rewards for every setting, computed once: {cache key: setting}. Uses `pool` (Ray) when given."""
+    """Rewards for every setting, computed once: {cache key: setting}. Labellers declared `on_pool` run on
+    `pool` (Ray) when given; the others (and all without a pool) run here. seed: for labellers that train."""
     enc_hash = encoder.content_hash() if encoder is not None else None
-    keyed = {rewards_key(agent, expert, s, enc_hash): s for s in settings}
+    keyed = {rewards_key(agent, expert, s, enc_hash, seed): s for s in settings}
     todo = {k: s for k, s in keyed.items() if not cache.contains(k) or cache.get(k) is None}
-    ot = {k: s for k, s in todo.items() if s["labeller"] in ("ailot", "otr")}
+    for s in todo.values():  # every labeller's inputs, before any of them works
+        labellers.get(s["labeller"]).check_inputs(s, expert, encoder, expert_actions)
+    pooled = {k: s for k, s in todo.items() if labellers.get(s["labeller"]).on_pool}
     for k, s in todo.items():
-        if k not in ot:
-            cache.put(k, {"rewards": label(s, agent, expert, encoder)}, meta=_meta(agent, s, enc_hash))
-    if ot:
+        if k not in pooled:
+            t0 = time.time()
+            rewards, info = label(s, agent, expert, encoder, seed=seed, progress=progress, return_info=True)
+            cache.put(k, {"rewards": rewards}, meta={**_meta(agent, s, enc_hash), "seconds": time.time() - t0,
+                                                     "info": info})
+            log.info("%s: %d rewards in %.1fs", s["labeller"], len(rewards), time.time() - t0)
+    if pooled:
         t0 = time.time()
         if pool is not None:  # the pool plans its buckets for its actors' device
-            results, stats = pool.relabel(agent, expert, encoder, list(ot.values()), progress=progress,
+            results, stats = pool.relabel(agent, expert, encoder, list(pooled.values()), progress=progress,
                                           return_info=True)
         else:
-            buckets = bucket_plan(agent, expert, solves=solves_per_compile(list(ot.values())))  # one for all
-            log.info("relabelling %d setting(s) x %d transitions in this process: length buckets %s", len(ot),
+            buckets = bucket_plan(agent, expert, solves=solves_per_compile(list(pooled.values())))  # one for all
+            log.info("relabelling %d setting(s) x %d transitions in this process: length buckets %s", len(pooled),
                      agent.num_transitions, list(buckets))
             results, stats = zip(*(label(s, agent, expert, encoder, buckets=buckets, progress=progress,
-                                         return_info=True) for s in ot.values()))
+                                         return_info=True) for s in pooled.values()))
         seconds = time.time() - t0
-        for (k, s), r, st in zip(ot.items(), results, stats):
+        for (k, s), r, st in zip(pooled.items(), results, stats):
             summary = st.summary()
             cache.put(k, {"rewards": r}, meta={**_meta(agent, s, enc_hash), "seconds_for_batch": seconds,
                                                "sinkhorn": summary})
             log_sinkhorn(s, summary)
-        log.info("relabelled %d settings x %d transitions in %.1fs", len(ot), agent.num_transitions, seconds)
+        log.info("relabelled %d settings x %d transitions in %.1fs", len(pooled), agent.num_transitions, seconds)
     return keyed
+
+
+def rewards_for(ds: DatasetConfig, pair: tuple[Episodes, Episodes], seed: int, settings: list[dict],
+                cfg: SweepConfig, *, encoder=None, pool=None, progress: bool = True) -> dict[str, str]:
+    """The one chain "dataset pair -> encoder -> rewards" for (dataset, seed): the encoder when a setting needs
+    one (read from the cache, pretrained there when missing), then every setting's rewards (cached, computed
+    when missing, on `pool` where the labeller runs there). Returns {setting_id(s): cache key}. encoder: the
+    (dataset, seed) encoder when the caller has it already."""
+    agent, expert = pair
+    if encoder is None and any(labellers.get(s["labeller"]).uses_encoder for s in settings):
+        encoder = pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
+    cache = rewards_cache(cfg)
+    keyed = relabel_settings(agent, expert, settings, encoder, cache, pool=pool, progress=progress, seed=seed,
+                             expert_actions=ds.expert_actions)
+    by_setting = {setting_id(s): k for k, s in keyed.items()}
+    return {setting_id(s): by_setting[setting_id(s)] for s in settings}
+
+
+def rewards_cache(cfg: SweepConfig) -> ArrayCache:
+    return ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
+
+
+def setting_id(setting: dict) -> str:
+    """A labeller setting as a stable string (dict keys sorted)."""
+    return json.dumps(setting, sort_keys=True, default=str)
 
 
 def log_sinkhorn(setting: dict, summary: dict) -> None:
@@ -203,7 +198,7 @@ def log_sinkhorn(setting: dict, summary: dict) -> None:
     name = ", ".join(f"{k}={v}" for k, v in setting.items())
     text = (f"{name}: Sinkhorn converged on {summary['converged']:.0%} of {summary['problems']} problems "
             f"(iterations: median {summary['iterations_median']:.0f}, max {summary['iterations_max']:.0f})")
-    if setting["labeller"] == "ailot" and summary["converged"] < 0.95:  # OTR stops at 100 iterations by design
+    if labellers.get(setting["labeller"]).uses_encoder and summary["converged"] < 0.95:  # OTR stops at 100 by design
         log.warning("%s; the rest stopped unconverged: raise epsilon (or set relative_epsilon) or max_iterations",
                     text)
     else:
@@ -260,33 +255,21 @@ def run_trial(
 
     `restore(like)` returns (learner, rows) from a checkpoint or None; `report(row, learner)` must persist
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
-    RLlib learners (`rllib_*`) come from ailot.learners.rllib.trial_learner and go through the same loop.
+    Every learner, JAX or RLlib, comes through the same adapter (`ailot.learners.trial.build`).
     rewards_info: the rewards' Sinkhorn summary (cache meta "sinkhorn"), recorded in every row.
     """
     from ailot import learners
+    from ailot.learners import trial as trial_learners
 
     name = trial["learner"]
     learner_cfg = learner_config(trial, cfg)
     prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key, rewards_info=rewards_info)
-    if name.startswith("rllib_"):
-        from ailot.learners.rllib import trial_learner
-
-        learner, train, policy = trial_learner(trial, cfg, agent, prep, learner_cfg)
-    else:
-        import jax.numpy as jnp
-
-        learner = learners.get_learner(name).create(trial["seed"], agent.obs_dim, agent.action_dim, learner_cfg,
-                                                   action_low=prep["action_low"], action_high=prep["action_high"])
-        device_data = {k: jnp.asarray(v) for k, v in prep["data"].items()}
-
-        def train(learner, n: int):
-            learner, info = learners.train(learner, device_data, n, cfg.train.batch_size,
-                                           chunk=min(cfg.train.chunk, n))
-            return learner, {k: float(v[-1]) for k, v in info.items()}  # means over the last chunk
-
-        def policy(learner):
-            return functools.partial(learners.act, learner)
-
+    built = trial_learners.build(name, learner_cfg, trial_learners.TrialInputs(
+        seed=trial["seed"], data=prep["data"], action_low=prep["action_low"], action_high=prep["action_high"],
+        batch_size=cfg.train.batch_size, chunk=cfg.train.chunk, cpus=cfg.resources.cpus_per_trial,
+        task_family=cfg.dataset(trial["dataset"]).task_family, trial_id=trial_id(trial), agent=agent,
+        labeller_setting=trial["labeller"]))
+    learner, train, policy = built.learner, built.train, built.policy
     restored = restore(learner) if restore else None
     if restored is not None:
         learner = restored
@@ -352,6 +335,7 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
         "labeller": setting["labeller"], "learner": name, "seed": trial["seed"],
         **{k: float(setting[k]) for k in ("k", "epsilon", "alpha", "tau", "n_experts") if k in setting},
         "expert_mode": setting.get("expert_mode", ""),
+        "expert_actions": labellers.reads_expert_actions(setting),
         "versions": json.dumps(versions()), "git_commit": git_commit(),
         "config": trial_config_json(trial, cfg, learner_cfg), "rewards_key": rewards_key or "",
         "sinkhorn_converged": (rewards_info or {}).get("converged", float("nan")),

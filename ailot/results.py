@@ -30,14 +30,17 @@ SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
     "dataset_fingerprint": (pa.string(), "sha256 of the agent dataset's arrays and id"),
     "expert_id": (pa.string(), "dataset the expert set was taken from"),
     "env_id": (pa.string(), "evaluation environment id"),
-    "labeller": (pa.string(), "ailot | otr | true | zero | none (BC)"),
+    "labeller": (pa.string(), "a name in ailot.labellers.LABELLERS (ailot, otr, ...), or none (reward-free learners)"),
     "k": (pa.float64(), "AILOT k-offset (NaN where not applicable)"),
     "epsilon": (pa.float64(), "Sinkhorn epsilon (NaN where not applicable)"),
     "alpha": (pa.float64(), "reward scale alpha"),
     "tau": (pa.float64(), "AILOT reward temperature"),
     "n_experts": (pa.float64(), "number of expert trajectories"),
     "expert_mode": (pa.string(), "max | merge ('' where not applicable)"),
-    "learner": (pa.string(), "iql | diffusion_ql | bc"),
+    "learner": (pa.string(), "a name in ailot.learners (iql, diffusion_ql, bc, ...) or rllib_*"),
+    "expert_actions": (pa.bool_(), "the method read the expert's actions (labeller or learner): an easier problem "
+                       "than AILOT's state-only one, never ranked with state-only methods silently (null in files "
+                       "before 2026-12-05, whose methods were all state-only)"),
     "seed": (pa.int64(), "trial seed (learner, encoder and evaluation)"),
     "step": (pa.int64(), "learner updates done at this evaluation"),
     "return_mean": (pa.float64(), "mean evaluation return"),
@@ -138,7 +141,11 @@ def load(path: StoragePath) -> pd.DataFrame:
                               "run a sweep first (python tune/sweep.py --config ...) or check the path")
     # read whole, once: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
     # replacing the file in between makes it read one file's footer against another's pages
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+    df = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+    if "labeller" in df.columns:  # a results file: older ones predate the column, and all their methods were state-only
+        df["expert_actions"] = (df["expert_actions"] if "expert_actions" in df.columns else pd.Series(
+            False, index=df.index)).fillna(False).astype(bool)
+    return df
 
 
 def geometry_path(results_path: StoragePath) -> StoragePath:

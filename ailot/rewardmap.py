@@ -139,21 +139,18 @@ def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path:
 def sweep_rewards(cfg, seed: int, progress: bool = True) -> tuple[Episodes, str, dict[str, np.ndarray]]:
     """The first dataset of sweep `cfg`, its maze, and its rewards for every labeller setting the sweep trains on,
     from the sweep's caches (encoder for `seed`, rewards), computing and caching whatever is missing."""
-    from ailot import pipeline, storage
-    from ailot.cache import ArrayCache
+    from ailot import pipeline
 
     ds = cfg.datasets[0]
-    agent, expert = pipeline.load_pair(ds, progress=progress)
-    maze = maze_of(agent)  # before any pretraining or relabelling
+    pair = pipeline.load_pair(ds, progress=progress)
+    maze = maze_of(pair[0])  # before any pretraining or relabelling
     settings = [s for s in cfg.used_labeller_settings() if s["labeller"] != "none"]
     if not settings:
         raise AilotInputError(f"sweep {cfg.name!r}", "trains on no rewards", "add a labeller to the config")
-    encoder = None
-    if any(s["labeller"] == "ailot" for s in settings):
-        encoder = pipeline.pretrain_encoder(agent, cfg.intents, seed, cfg.cache_dir, progress=progress)
-    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
-    keyed = pipeline.relabel_settings(agent, expert, settings, encoder, cache, progress=progress)
-    return agent, maze, {setting_name(s, settings): cache.get(k)["rewards"] for k, s in keyed.items()}
+    keys = pipeline.rewards_for(ds, pair, seed, settings, cfg, progress=progress)
+    cache = pipeline.rewards_cache(cfg)
+    return pair[0], maze, {setting_name(s, settings): cache.get(keys[pipeline.setting_id(s)])["rewards"]
+                           for s in settings}
 
 
 def setting_name(setting: dict, settings: list[dict]) -> str:

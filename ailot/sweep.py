@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ailot import cores, pipeline, results, storage
+from ailot import cores, labellers, pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
 
@@ -185,6 +185,22 @@ def _request_gpus(n: int) -> None:
     request_resources(bundles=[{"GPU": 1, "CPU": 1}] * n)
 
 
+class _LazyPool:
+    """The relabel pool, started on its first request."""
+
+    def __init__(self, make):
+        self.make, self.pool = make, None
+
+    def relabel(self, *args, **kwargs):
+        if self.pool is None:
+            self.pool = self.make()
+        return self.pool.relabel(*args, **kwargs)
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def _relabel_pool(cfg: SweepConfig):
     """The relabel actor pool; with resources.relabel_gpus, after asking the autoscaler for those GPUs ahead
     (a cluster that starts with no GPU worker would otherwise relabel on CPU actors)."""
@@ -220,7 +236,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     from ray import tune
 
     run_dir = storage.absolute(cfg.run_dir)
-    cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
+    cache = pipeline.rewards_cache(cfg)
     storage.makedirs(run_dir)
 
     # 1. datasets (generated here when missing and the config says how)
@@ -234,7 +250,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     # 2. intent encoders, once per (dataset, seed), as Ray tasks
     encoders: dict[tuple[str, int], Any] = {}
     used = cfg.used_labeller_settings()  # a BC-only sweep needs no encoder and no rewards
-    if any(s["labeller"] == "ailot" for s in used):
+    if any(labellers.get(s["labeller"]).uses_encoder for s in used):
         log.info("stage 2/5: intent encoders (ICVF) for %d dataset x seed pairs", len(pairs) * len(cfg.seeds))
         todo = []
         for label, (agent, _) in pairs.items():
@@ -262,32 +278,23 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
             log.info("  encoder for %s seed %d saved to %s", label, seed, path)
         _write_geometry(cfg, pairs, encoders)
     else:
-        log.info("stage 2/5: no trial trains on AILOT rewards: no encoder needed")
+        log.info("stage 2/5: no trial trains on rewards in intent space: no encoder needed")
 
     # 3. rewards for every distinct setting, on the actor pool, cached
     log.info("stage 3/5: relabelling %d labeller settings", len(used))
 
     keys: dict[tuple, str] = {}
-    pool = None
+    pool = _LazyPool(lambda: _relabel_pool(cfg))  # started only if some labeller on the pool has work
     try:
-        for label, (agent, expert) in pairs.items():
+        for label, pair in pairs.items():
             for seed in cfg.seeds:
-                settings = [s for s in used if s["labeller"] != "ailot" or encoders]
-                encoder = encoders.get((label, seed))
-                enc_hash = encoder.content_hash() if encoder is not None else None
-                todo = [s for s in settings
-                        if cache.get(pipeline.rewards_key(agent, expert, s, enc_hash)) is None]
-                if todo and any(s["labeller"] in ("ailot", "otr") for s in todo) and pool is None:
-                    pool = _relabel_pool(cfg)
-                keyed = pipeline.relabel_settings(agent, expert, todo, encoder, cache, pool=pool, progress=progress)
-                for s in settings:
-                    keys[label, seed, json.dumps(s, sort_keys=True)] = pipeline.rewards_key(agent, expert, s,
-                                                                                          enc_hash)
-                log.info("  %s seed %d: %d settings (%d computed, %d cached)", label, seed, len(settings),
-                         len(keyed), len(settings) - len(keyed))
+                by_setting = pipeline.rewards_for(cfg.dataset(label), pair, seed, used, cfg,
+                                                  encoder=encoders.get((label, seed)), pool=pool, progress=progress)
+                for setting, key in by_setting.items():
+                    keys[label, seed, setting] = key
+                log.info("  %s seed %d: rewards of %d settings ready", label, seed, len(by_setting))
     finally:
-        if pool is not None:
-            pool.shutdown()
+        pool.shutdown()
         if cfg.resources.relabel_gpus:
             _request_gpus(0)  # drop the request: idle GPU workers may go
 
@@ -298,7 +305,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     param_trials = []
     for t in trials:
         s = t["labeller"]
-        key = None if s["labeller"] == "none" else keys[t["dataset"], t["seed"], json.dumps(s, sort_keys=True)]
+        key = None if s["labeller"] == "none" else keys[t["dataset"], t["seed"], pipeline.setting_id(s)]
         param_trials.append({"trial": t, "rewards_key": key, "cache_root": cache.root, "audit_log": str(audit_log),
                              "fault": os.environ.get("AILOT_FAULT")})
     agents = {label: pair[0] for label, pair in pairs.items()}

@@ -40,9 +40,10 @@ def reward_setting(setting: dict[str, Any]) -> dict[str, Any]:
     return get(setting["labeller"]).reward_setting(setting)
 
 
-def uses_expert_actions(name: str) -> bool:
-    """Whether labeller `name` reads the expert's actions (False for 'none', the reward-free learners' entry)."""
-    return name in LABELLERS and LABELLERS[name].uses_expert_actions
+def reads_expert_actions(setting: dict[str, Any]) -> bool:
+    """Whether a labeller setting reads the expert's actions (False for 'none', the reward-free learners' entry)."""
+    name = setting.get("labeller")
+    return name in LABELLERS and LABELLERS[name].reads_expert_actions(setting)
 
 
 def label(
@@ -62,7 +63,7 @@ def label(
     OT labellers (`bucket_plan`; None plans them for this one setting). progress: a bar where the labeller has
     one. return_info: also the labeller's info (SinkhornStats for OT, a dict for trained labellers, or None)."""
     cls = get(setting.get("labeller"))
-    cls.check_inputs(expert, encoder)
+    cls.check_inputs(setting, expert, encoder)
     rewards, info = cls.compute(setting, agent, expert, encoder=encoder, seed=seed, progress=progress,
                                 buckets=buckets)
     rewards = check_finite(cls.name, rewards, "check the labeller's settings (learning rate, steps) and the data")
@@ -95,5 +96,5 @@ __all__ = [
     "solve_setting",
     "solves_per_compile",
     "split_like",
-    "uses_expert_actions",
+    "reads_expert_actions",
 ]

@@ -109,6 +109,11 @@ class Labeller:
         return {k: s.default for k, s in cls.settings.items()}
 
     @classmethod
+    def reads_expert_actions(cls, setting: dict[str, Any]) -> bool:
+        """Whether this setting reads the expert's actions (a mode can decide it, e.g. SEABO's 'sas')."""
+        return cls.uses_expert_actions
+
+    @classmethod
     def reward_setting(cls, setting: dict[str, Any]) -> dict[str, Any]:
         """The part of a setting that determines the rewards (what goes into the cache key)."""
         out = {"labeller": cls.name}
@@ -128,11 +133,12 @@ class Labeller:
                            encoder_hash if cls.uses_encoder else None, rs)
 
     @classmethod
-    def check_inputs(cls, expert: Episodes | None, encoder, expert_actions: bool = True) -> None:
-        """What this labeller reads is there (before any work)."""
+    def check_inputs(cls, setting: dict[str, Any], expert: Episodes | None, encoder,
+                     expert_actions: bool = True) -> None:
+        """What this setting reads is there (before any work)."""
         if cls.uses_expert and expert is None:
             raise AilotInputError(f"labeller {cls.name!r}", "needs an expert dataset", "set datasets[].expert")
-        if cls.uses_expert_actions and not expert_actions:
+        if cls.reads_expert_actions(setting) and not expert_actions:
             raise AilotInputError(f"labeller {cls.name!r}", "reads expert actions, but the expert set is state-only",
                                   "drop it from labellers:, or set datasets[].expert_actions: true")
         if cls.uses_encoder and encoder is None:

@@ -459,29 +459,29 @@ def _trial_dir() -> Path:
     return Path(trial_dir) if trial_dir else Path(tempfile.mkdtemp(prefix="ailot-rllib-"))
 
 
-def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], settings):
-    """For `pipeline.run_trial`: the RLlib learner of an `rllib_*` trial, trained on the trial's transitions
-    exported to Parquet, with `train(learner, n) -> (learner, {})` (no training metrics from RLlib's Learner) and
-    `policy(learner) -> (obs, key) -> actions`."""
+def trial_learner(name: str, settings, inputs):
+    """For the sweep's trial loop (`ailot.learners.trial.build`): the RLlib learner `name`, trained on the trial's
+    transitions (`inputs`, a `trial.TrialInputs`) exported to Parquet, with `train(learner, n) -> (learner, {})`
+    (no training metrics from RLlib's Learner) and `policy(learner) -> (obs, key) -> actions`."""
     import logging
 
     import torch
     from ray.rllib.core.columns import Columns
 
-    from ailot import learners, pipeline
+    from ailot import learners
     from ailot.export import export_dataset, read_arrays
+    from ailot.learners.trial import TrialLearner
 
     log = logging.getLogger(__name__)
-    ds = cfg.dataset(trial["dataset"])
-    name = trial["learner"]
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
-    setting = trial["labeller"]
+    agent = inputs.agent
+    torch.set_num_threads(max(1, int(inputs.cpus)))
+    setting = inputs.labeller_setting or {"labeller": "none"}
     out = export_dataset(
-        agent, prep["data"]["rewards"], _trial_dir() / EXPORT_DIR, overwrite=True,
+        agent, inputs.data["rewards"], _trial_dir() / EXPORT_DIR, overwrite=True,
         labeller_settings=setting if setting["labeller"] != "none" else {"labeller": "zero"},
         dataset_fingerprint=agent.fingerprint(),
-        extra_metadata={"trial_id": pipeline.trial_id(trial), "learner": name, "labeller": setting,
-                        "rewards": f"scaled for the learner ({learners.reward_scaling(name, ds.task_family)})"},
+        extra_metadata={"trial_id": inputs.trial_id, "learner": name, "labeller": setting,
+                        "rewards": f"scaled for the learner ({learners.reward_scaling(name, inputs.task_family)})"},
     )
     arrays = read_arrays(out)  # RLlib trains on what was exported
     data = {Columns.OBS: arrays["obs"], Columns.ACTIONS: arrays["actions"], Columns.REWARDS: arrays["rewards"],
@@ -489,8 +489,8 @@ def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], setti
             Columns.TRUNCATEDS: arrays["truncateds"]}
     if name == "rllib_marwil":
         data[Columns.VALUE_TARGETS] = _returns_to_go(arrays["rewards"], arrays["eps_id"], settings.discount)
-    config = rllib_algo_config(settings, agent.obs_dim, prep["action_low"], prep["action_high"],
-                               cfg.train.batch_size, trial["seed"])
+    config = rllib_algo_config(settings, agent.obs_dim, inputs.action_low, inputs.action_high, inputs.batch_size,
+                               inputs.seed)
 
     def train(learner: RLlibLearner, n: int) -> tuple[RLlibLearner, dict[str, float]]:
         t0, start = time.time(), learner.step
@@ -498,4 +498,4 @@ def trial_learner(trial: dict[str, Any], cfg, agent, prep: dict[str, Any], setti
         log.info("%s: updates %d-%d at %.1f updates/s", name, start, learner.step, n / (time.time() - t0))
         return learner, {}
 
-    return RLlibLearner(settings, config, trial["seed"]), train, RLlibLearner.policy
+    return TrialLearner(RLlibLearner(settings, config, inputs.seed), train, RLlibLearner.policy)
