@@ -1,11 +1,16 @@
-"""The `ailot` command: `ailot export ...` (see ailot.export), `ailot collect ...` (see ailot.data.collect),
-`ailot rewardmap ...` (see ailot.rewardmap). Sweeps run with `python tune/sweep.py`."""
+"""The `ailot` command, one entry point for the tools: `ailot report ...` (see ailot.report), `ailot summary` and
+`ailot plot` (ailot.results), `ailot generate` (ailot.data.generate), `ailot export` (ailot.export), `ailot collect`
+(ailot.data.collect), `ailot rewardmap` (ailot.rewardmap). Sweeps run with `python tune/sweep.py`."""
 
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "report": "benchmark table, rliable statistics, curves and provenance as Markdown + HTML: ailot report --help",
+    "summary": "print mean +- std over seeds per dataset x method: ailot summary results/<sweep>.parquet",
+    "plot": "write a results file's figures (PNG): ailot plot results/<sweep>.parquet [--out DIR]",
+    "generate": "generate PointMaze agent + expert datasets (Minari): ailot generate --help",
     "export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help",
     "collect": "train SAC on a MuJoCo env and write D4RL-style Minari datasets: ailot collect --help",
     "rewardmap": "a PointMaze sweep's rewards per maze cell, and the cells where they trap: ailot rewardmap --help",
@@ -17,10 +22,23 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: ailot <command> [options]\n\ncommands:")
         for name, doc in COMMANDS.items():
-            print(f"  {name:8s} {doc}")
+            print(f"  {name:10s} {doc}")
         print("\nsweeps: python tune/sweep.py --config tune/configs/<name>.yaml")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    # each tool is imported only when asked for: report pulls in rliable, collect and generate MuJoCo
+    if command == "report":
+        from ailot.report import main as report_main
+
+        return report_main(rest)
+    if command in ("summary", "plot"):
+        from ailot.results import main as results_main
+
+        return results_main([command, *rest])
+    if command == "generate":
+        from ailot.data.generate import main as generate_main
+
+        return generate_main(rest)
     if command == "export":
         from ailot.export import main as export_main
 
