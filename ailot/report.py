@@ -609,9 +609,47 @@ def _provenance(doc: Doc, df: pd.DataFrame, trials: pd.DataFrame):
                   "Package versions recorded with the runs (`versions` column).", numbers=False)
 
 
+# Last-evaluation scores of the same code, config and seed moved by up to 6 points between two machines of the
+# same kind (XLA's summation order; results/README.md, smoke sweep): a smaller gap is no failure to reproduce.
+MACHINE_TOLERANCE = 6.0
+
+
+def reproduction(trials: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method) in both: this run's and the reference's last-evaluation mean, and whether they agree
+    within max(either std, MACHINE_TOLERANCE)."""
+    mine, ref = cells(trials, "last"), cells(trial_scores(reference), "last")
+    rows = []
+    for key in sorted(set(mine) & set(ref)):
+        a, b = mine[key], ref[key]
+        tolerance = max(a.spread, b.spread, MACHINE_TOLERANCE)
+        rows.append({"dataset": key[0], "method": key[1], "mean": a.mean, "runs": len(a.values),
+                     "reference_mean": b.mean, "reference_runs": len(b.values), "difference": a.mean - b.mean,
+                     "tolerance": tolerance, "reproduced": abs(a.mean - b.mean) <= tolerance})
+    return pd.DataFrame(rows)
+
+
+def _reproduction(doc: Doc, trials: pd.DataFrame, reference: pd.DataFrame, names: dict[str, str],
+                  source: str) -> pd.DataFrame:
+    table = reproduction(trials, reference)
+    doc.h(2, "Reproduction of the reference results")
+    if table.empty:
+        doc.p(f"The reference ({source}) has no (dataset, method) in common with this run.")
+        return table
+    doc.p(f"This run against the committed reference {source}: {int(table['reproduced'].sum())} of {len(table)} "
+          f"(dataset, method) cells agree within max(either run's std over seeds, {MACHINE_TOLERANCE:g} points, the "
+          "spread of one seed between two machines of the same kind).")
+    doc.table(["dataset", "method", "this run", "reference", "difference", "tolerance", "reproduced"],
+              [[r.dataset, names.get(r.method, r.method), f"{r.mean:.1f} (n={r.runs})",
+                f"{r.reference_mean:.1f} (n={r.reference_runs})", f"{r.difference:+.1f}", f"{r.tolerance:.1f}",
+                "yes" if r.reproduced else "**no**"] for r in table.itertuples()], numbers=False)
+    return table
+
+
 def build(df: pd.DataFrame, title: str, per_seed: bool = False, reps: int = 2000, seed: int = 0,
-          stem: str = "report") -> tuple[Doc, dict[str, bytes], dict]:
-    """The report of results rows: its document, figures (file name -> PNG) and numbers (for tests and callers)."""
+          stem: str = "report", reference: pd.DataFrame | None = None,
+          reference_source: str = "") -> tuple[Doc, dict[str, bytes], dict]:
+    """The report of results rows: its document, figures (file name -> PNG) and numbers (for tests and callers).
+    reference: published rows of the same sweep; the report then says which cells this run reproduced."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -631,6 +669,8 @@ def build(df: pd.DataFrame, title: str, per_seed: bool = False, reps: int = 2000
     doc.h(2, "Best evaluation over training")
     _score_table(doc, trials, "best", methods, names, per_seed, experts)
     numbers = {"trials": trials, "names": names, "cells": cells(trials, "last")}
+    if reference is not None:
+        numbers["reproduction"] = _reproduction(doc, trials, reference, names, reference_source)
     numbers["aggregate"] = _aggregates(doc, trials, methods, names, colors, reps, seed, figures, stem)
     numbers["improvement"] = _improvement(doc, trials, methods, names, colors, reps, seed, figures, stem)
     doc.h(2, "Learning curves")
@@ -645,10 +685,12 @@ def build(df: pd.DataFrame, title: str, per_seed: bool = False, reps: int = 2000
 
 
 def write_report(parquet_path: StoragePath, out_dir: StoragePath | None = None, per_seed: bool = False,
-                 reps: int = 2000, seed: int = 0) -> list[StoragePath]:
+                 reps: int = 2000, seed: int = 0, reference: StoragePath | None = None) -> list[StoragePath]:
     """Write `<out_dir>/<sweep>.md`, `<sweep>.html` (figures embedded) and the PNGs beside them; returns the
-    paths. `out_dir` defaults to `reports/` beside the results file."""
+    paths. `out_dir` defaults to `reports/` beside the results file. reference: a published results file of the
+    same sweep (e.g. results/<sweep>.parquet) to compare with."""
     df = load_results(parquet_path)
+    ref = load_results(reference) if reference is not None else None
     text = str(parquet_path)
     stem = Path(text).stem
     if out_dir is None:
@@ -656,7 +698,7 @@ def write_report(parquet_path: StoragePath, out_dir: StoragePath | None = None, 
         out_dir = storage.join(parent if storage.is_uri(text) else Path(parent), "reports")
     sweeps = sorted(set(df["sweep"].dropna().astype(str)))
     doc, figures, _ = build(df, f"Sweep {', '.join(sweeps) or stem}", per_seed=per_seed, reps=reps, seed=seed,
-                            stem=stem)
+                            stem=stem, reference=ref, reference_source=str(reference or ""))
     written = []
     for name, data in [(f"{stem}.md", doc.markdown().encode()),
                        (f"{stem}.html", doc.html(f"ailot report: {stem}").encode()), *figures.items()]:
@@ -673,12 +715,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-seed", action="store_true", help="list each run's score in the tables")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--reference", default=None,
+                        help="published results of the same sweep (e.g. results/<sweep>.parquet): say which cells "
+                             "this run reproduced")
     args = parser.parse_args(argv)
     if args.reps < 1:
         print("error: --reps: must be at least 1. Fix: pass e.g. --reps 2000", file=sys.stderr)
         return 2
     try:
-        paths = write_report(args.path, args.out, per_seed=args.per_seed, reps=args.reps, seed=args.seed)
+        paths = write_report(args.path, args.out, per_seed=args.per_seed, reps=args.reps, seed=args.seed,
+                             reference=args.reference)
     except AilotInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

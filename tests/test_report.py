@@ -253,3 +253,22 @@ def test_one_command_lists_and_runs_the_tools(bench, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         ailot_command(["generate", "--help"])
     assert exc.value.code == 0 and "--maze" in capsys.readouterr().out
+
+
+def test_reproduction_says_which_cells_a_fresh_run_matched(bench, tmp_path):
+    """A fresh run whose AILOT scores are 20 points lower everywhere did not reproduce AILOT; the rest did."""
+    rows = sweep_rows()
+    for r in rows:
+        if r["labeller"] == "ailot":
+            r["normalized_score"] -= 20.0
+    fresh = write_results(rows, tmp_path / "runs" / "bench.parquet")
+    _, _, numbers = report.build(report.load_results(fresh), "fresh", reps=50, reference=report.load_results(bench),
+                                 reference_source=str(bench))
+    table = numbers["reproduction"].set_index(["dataset", "method"])
+    ailot = table[table.index.get_level_values("method").str.startswith("ailot")]
+    assert len(ailot) == len(DATASETS) and not ailot["reproduced"].any()
+    assert (ailot["difference"] < -10).all()
+    others = table.drop(ailot.index)
+    assert len(others) > 0 and others["reproduced"].all() and (others["difference"].abs() < 1e-9).all()
+    paths = report.write_report(fresh, tmp_path / "rep", reps=50, reference=bench)
+    assert "Reproduction of the reference results" in Path(paths[0]).read_text()
