@@ -98,7 +98,9 @@ class SweepConfig:
     labellers: dict[str, dict[str, list]]  # labeller -> setting -> values (grid axis)
     learners: dict[str, dict[str, Any]]  # learner -> config overrides
     seeds: tuple[int, ...] = (0,)
-    storage: str = "results"  # Parquet lands in <storage>/<name>.parquet; caches under <storage>/<name>/
+    # Parquet lands in <storage>/<name>.parquet, caches under <storage>/<name>/. runs/ (git-ignored) keeps a
+    # user's own runs apart from the published results/ (made with --storage results)
+    storage: str = "runs"
     cache: str = ""  # another sweep's cache directory, to reuse its encoders and rewards; "" -> <storage>/<name>/cache
     intents: dict[str, Any] = field(default_factory=dict)  # ICVFConfig overrides
     train: TrainConfig = TrainConfig()
@@ -325,7 +327,7 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
             raise _error("seeds", f"bad seed {s!r}", "give non-negative integers")
     if len(set(seeds)) != len(seeds):
         raise _error("seeds", "contains duplicates", "list each seed once")
-    storage = raw.get("storage", "results")
+    storage = raw.get("storage", "runs")
     if not isinstance(storage, str) or not storage:
         raise _error("storage", f"got {storage!r}", "give a directory path or a URI")
     cache = raw.get("cache", "")
