@@ -461,8 +461,8 @@ def _trial_dir() -> Path:
 
 def trial_learner(name: str, settings, inputs):
     """For the sweep's trial loop (`ailot.learners.trial.build`): the RLlib learner `name`, trained on the trial's
-    transitions (`inputs`, a `trial.TrialInputs`) exported to Parquet, with `train(learner, n) -> (learner, {})`
-    (no training metrics from RLlib's Learner) and `policy(learner) -> (obs, key) -> actions`."""
+    transitions (`inputs`, a `trial.TrialInputs`) exported to Parquet: (learner, `train(learner, n) -> (learner,
+    {})` (no training metrics from RLlib's Learner), `policy(learner) -> (obs, key) -> actions`)."""
     import logging
 
     import torch
@@ -470,7 +470,6 @@ def trial_learner(name: str, settings, inputs):
 
     from ailot import learners
     from ailot.export import export_dataset, read_arrays
-    from ailot.learners.trial import TrialLearner
 
     log = logging.getLogger(__name__)
     agent = inputs.agent
@@ -498,4 +497,4 @@ def trial_learner(name: str, settings, inputs):
         log.info("%s: updates %d-%d at %.1f updates/s", name, start, learner.step, n / (time.time() - t0))
         return learner, {}
 
-    return TrialLearner(RLlibLearner(settings, config, inputs.seed), train, RLlibLearner.policy)
+    return RLlibLearner(settings, config, inputs.seed), train, RLlibLearner.policy

@@ -44,7 +44,7 @@ def build(name: str, config: Any, inputs: TrialInputs) -> TrialLearner:
     from ailot.learners import rllib
 
     if name in rllib.SETTINGS:
-        return rllib.trial_learner(name, config, inputs)
+        return TrialLearner(*rllib.trial_learner(name, config, inputs))
     return _jax_learner(name, config, inputs)
 
 
