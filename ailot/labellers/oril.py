@@ -3,7 +3,8 @@ trained to tell the expert set's states from the agent's, whose logit is the rew
 
 Sources, as SMODICE's ORIL baseline (github.com/JasonMa2016/SMODICE) unless said otherwise:
 - network (discriminator_pytorch.py `Discriminator_SA`, state only): Linear-Tanh-Linear-Tanh-Linear to one logit,
-  hidden 256 (configs/oil_observations_default.py `hidden_sizes`); kernels drawn as PyTorch's nn.Linear does.
+  hidden 256 (configs/oil_observations_default.py `hidden_sizes`); kernels drawn as PyTorch's nn.Linear does
+  (biases start at 0, flax's default, where PyTorch draws them too).
   SMODICE's Adam there holds only `self.trunk`, leaving the first layer at its initialisation; we train every layer,
   as the file's plain `Discriminator` (from pytorch-a2c-ppo-acktr-gail) does.
 - loss (`update`): binary cross-entropy, expert 1 and agent 0, each averaged over its own batch, plus the gradient
@@ -20,8 +21,8 @@ Sources, as SMODICE's ORIL baseline (github.com/JasonMa2016/SMODICE) unless said
   eta of expert-like states), as corax's `oril_pu_loss` (corax/agents/jax/oril/losses.py) writes it:
       eta * E_expert[-log D] + E_agent[-log(1 - D)] - eta * E_expert[-log(1 - D)];
   with `pu_nonnegative` the last two terms (the estimated risk of the negative class) are clipped at 0 as nnPU
-  (Kiryo et al. 2017) and PURL (Xu & Denil 2019) do: unclipped, that estimate goes negative once the network
-  separates the expert states, and the expert logits then grow without bound.
+  (Kiryo et al. 2017) and PURL (Xu & Denil 2019) do: unclipped, the loss falls without bound (by eta * logit per
+  expert state) as expert logits grow wherever agent states do not follow them, i.e. it rewards overfitting.
 """
 
 from __future__ import annotations
