@@ -131,4 +131,4 @@ def test_registry_declares_what_each_reads(umaze):
     with pytest.raises(AilotInputError):
         ORIL.settings["eta"].validate(1.5, "oril.eta")
     with pytest.raises(AilotInputError, match="expert actions"):
-        SQIL.check_inputs(umaze[1], None, expert_actions=False)
+        SQIL.check_inputs({"labeller": "sqil"}, umaze[1], None, expert_actions=False)
