@@ -253,19 +253,21 @@ def _check_dataset_spec(key: str, spec: str) -> None:
 
 
 def _check_generate(key: str, generate) -> None:
-    """The generate settings are ailot.data.generate.generate_pointmaze arguments: check names and the maze now,
-    not after the sweep has started."""
+    """The generate settings are ailot.data.generate.generate_pointmaze arguments: check names, the maze and its
+    map (rows, one reachable goal) now, not after the sweep has started."""
     if generate is None:
         return
     import inspect
 
     from ailot.data.generate import generate_pointmaze
-    from ailot.data.maze import EVAL_MAZES
+    from ailot.data.maze import maze_task
 
     allowed = list(inspect.signature(generate_pointmaze).parameters)
     _check_keys(key, generate, allowed)
-    if generate.get("maze", "umaze") not in EVAL_MAZES:
-        raise _error(f"{key}.maze", f"unknown maze {generate['maze']!r}", f"use one of: {', '.join(EVAL_MAZES)}")
+    try:
+        maze_task(generate.get("maze"), generate.get("maze_map"))
+    except AilotInputError as exc:  # what: 'maze' or 'maze_map'
+        raise _error(f"{key}.{exc.what}", exc.problem, exc.fix) from None
 
 
 def _check_learners(learners: dict, families: set[str], steps: int) -> None:

@@ -23,35 +23,36 @@ import numpy as np
 import pandas as pd
 
 from ailot.data.episodes import Episodes
-from ailot.data.maze import EVAL_MAZES, MazeGrid
+from ailot.data.maze import EVAL_MAZES, MazeGrid, MazeTask, maze_task, task_from_spec
 from ailot.errors import AilotInputError
 
 STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
-def maze_of(agent: Episodes) -> str:
-    """The EVAL_MAZES name ('umaze', 'medium') of a generated PointMaze dataset's evaluation env."""
+def maze_of(agent: Episodes) -> str | MazeTask:
+    """The EVAL_MAZES name ('umaze', 'medium', ...) of a generated PointMaze dataset's evaluation env, or the
+    task of its own map (a custom layout) read from the stored env spec."""
     from ailot.envs import env_spec_from
 
-    env_id = env_spec_from(agent.env_spec).id if agent.env_spec else None
-    for name, task in EVAL_MAZES.items():
-        if task.env_id == env_id:
-            return name
+    spec = env_spec_from(agent.env_spec) if agent.env_spec else None
+    env_id = spec.id if spec else None
+    if spec is not None and str(spec.entry_point) == "ailot.envs:point_maze" and "maze_map" in spec.kwargs:
+        task = task_from_spec(spec.id, spec.kwargs["maze_map"], spec.max_episode_steps)
+        return task.name if task.name in EVAL_MAZES else task
     raise AilotInputError(f"dataset {agent.dataset_id!r}", f"evaluates on {env_id!r}, not a PointMaze of this project",
-                          f"reward maps need a dataset generated on one of: {', '.join(EVAL_MAZES)}")
+                          f"reward maps need a dataset made by ailot.data.generate (mazes: {', '.join(EVAL_MAZES)} "
+                          "or your own maze_map)")
 
 
-def transition_cells(agent: Episodes, maze: str) -> tuple[MazeGrid, np.ndarray, np.ndarray]:
+def transition_cells(agent: Episodes, maze: str | MazeTask) -> tuple[MazeGrid, np.ndarray, np.ndarray]:
     """The maze grid, and for each transition of `agent` its start cell [M, 2] and BFS distance to the goal [M]."""
-    if maze not in EVAL_MAZES:
-        raise AilotInputError(f"maze {maze!r}", "is unknown", f"use one of: {', '.join(EVAL_MAZES)}")
-    grid = MazeGrid(EVAL_MAZES[maze].maze_map)
+    grid = MazeGrid(maze_task(maze).maze_map)
     cells = grid.xy_to_cells(np.concatenate([o[:-1, :2] for o in agent.observations]))
     dist = grid.distances_to(grid.cell_of("g"))
     return grid, cells, np.array([dist.get((r, c), -1) for r, c in cells], int)
 
 
-def cell_table(agent: Episodes, rewards: dict[str, np.ndarray], maze: str) -> pd.DataFrame:
+def cell_table(agent: Episodes, rewards: dict[str, np.ndarray], maze: str | MazeTask) -> pd.DataFrame:
     """One row per visited free cell: row, col, goal_distance (BFS cells), transitions, and per labeller the mean
     of its unit-scaled rewards over the transitions that start in that cell. rewards: {labeller: [M]} aligned
     with `agent.to_transitions()`."""
@@ -87,7 +88,7 @@ def traps(table: pd.DataFrame, labeller: str) -> pd.DataFrame:
     return pd.DataFrame(found, columns=["row", "col", "goal_distance", labeller, "best_closer", "margin"])
 
 
-def goal_correlation(agent: Episodes, rewards: dict[str, np.ndarray], maze: str) -> dict[str, float]:
+def goal_correlation(agent: Episodes, rewards: dict[str, np.ndarray], maze: str | MazeTask) -> dict[str, float]:
     """Spearman rank correlation of each labeller's per-transition reward with minus the BFS distance to the
     goal (1: the reward orders every state by how close it is to the goal; NaN for constant rewards)."""
     from scipy.stats import spearmanr
@@ -96,7 +97,8 @@ def goal_correlation(agent: Episodes, rewards: dict[str, np.ndarray], maze: str)
     return {n: float(spearmanr(r, closeness)[0]) if np.ptp(r) > 0 else float("nan") for n, r in rewards.items()}
 
 
-def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path: str | Path, title: str = "") -> Path:
+def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str | MazeTask, path: str | Path,
+                     title: str = "") -> Path:
     """One panel per labeller: mean unit-scaled reward per cell (walls dark), BFS distance to the goal under the
     value, traps outlined in red."""
     import matplotlib
@@ -105,7 +107,7 @@ def plot_reward_maps(table: pd.DataFrame, labellers: list[str], maze: str, path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    maze_grid = MazeGrid(EVAL_MAZES[maze].maze_map)
+    maze_grid = MazeGrid(maze_task(maze).maze_map)
     rows, cols = maze_grid.rows, maze_grid.cols
     fig, axes = plt.subplots(1, len(labellers), figsize=(3.2 * len(labellers) + 0.6, 3.2 * rows / cols + 0.6),
                              squeeze=False)

@@ -106,8 +106,8 @@ def test_reuse_overwrite_and_cli(tmp_path, minari_root, monkeypatch, capsys):
 
 
 def test_generate_rejects_bad_arguments(tmp_path):
-    with pytest.raises(AilotInputError, match="maze.*'large'.*umaze"):
-        generate_pointmaze("large", root=tmp_path, **SMALL)
+    with pytest.raises(AilotInputError, match="maze.*'huge'.*umaze"):
+        generate_pointmaze("huge", root=tmp_path, **SMALL)
     with pytest.raises(AilotInputError, match="agent_transitions"):
         generate_pointmaze("umaze", **{**SMALL, "agent_transitions": 0})
     with pytest.raises(AilotInputError, match="max_length"):

@@ -80,8 +80,8 @@ def test_bad_inputs_are_named(umaze_agent):
     d = goal_distance_per_transition(umaze_agent)
     with pytest.raises(AilotInputError, match="rewards 'short'"):
         rewardmap.cell_table(umaze_agent, {"short": d[:-1]}, "umaze")
-    with pytest.raises(AilotInputError, match="maze 'large'"):
-        rewardmap.cell_table(umaze_agent, {"r": d}, "large")
+    with pytest.raises(AilotInputError, match="maze 'huge'"):
+        rewardmap.cell_table(umaze_agent, {"r": d}, "huge")
 
 
 @pytest.mark.slow

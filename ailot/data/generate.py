@@ -1,15 +1,21 @@
 """Local PointMaze benchmark suite: an expert and an agent Minari dataset per maze, from real rollouts.
 
     python -m ailot.data.generate --maze umaze --agent-transitions 100000 --expert-episodes 20 --seed 0
+    python -m ailot.data.generate --maze large            # or medium, open
+    python -m ailot.data.generate --maze-map my.txt [--maze zigzag]   # your layout: rows of # . R G
 
-Evaluation task (fixed, D4RL maze2d style): gymnasium-robotics PointMaze UMaze / Medium (registered as
-`ailot/PointMaze_UMaze-v0` / `ailot/PointMaze_Medium-v0` so the position noise can be set: 0.1 cell as D4RL)
-with a custom map holding one reset cell and one goal cell (`ailot.data.maze.EVAL_MAZES`),
-`continuing_task=True, reset_target=False`, sparse reward, so a return is the number of steps spent within
-0.45 of the goal; 300 (UMaze) / 600 (Medium) steps. Its EnvSpec is stored as the datasets' `eval_env`.
+Evaluation task (fixed, D4RL maze2d style): gymnasium-robotics PointMaze (`ailot.envs.point_maze`, so the
+position noise can be set: 0.1 cell as D4RL) on a map holding one goal cell and the reset cell(s), named
+(`ailot.data.maze.EVAL_MAZES`: umaze, medium and large with D4RL's layouts, open) or given as rows of
+characters, `maze_map` ('#' wall, '.' free, 'R' reset, 'G' goal; ailot.data.maze says what a map must hold, and
+a bad map is refused before any rollout), `continuing_task=True, reset_target=False`, sparse reward, so a
+return is the number of steps spent within 0.45 of the goal. Episodes last D4RL's horizons on umaze / medium /
+large (300 / 600 / 800 steps) and `ailot.data.maze.horizon_for` the shortest path on any other map. Its
+EnvSpec (the map included) is stored as the datasets' `eval_env`.
 
 Datasets (ids `ailot/pointmaze-{maze}/expert-v0` and `ailot/pointmaze-{maze}/agent-{size}-v0`, where size
-is the agent transition count written 3k, 100k, 1m, or the plain number if not round):
+is the agent transition count written 3k, 100k, 1m, or the plain number if not round; a map given as rows is
+`{maze}` = its `maze` name if given, else `custom-` and 8 hex digits of the rows' hash):
 
 - expert: the waypoint controller with small Gaussian action noise on the evaluation task, full-length
   episodes.
@@ -23,23 +29,28 @@ is the agent transition count written 3k, 100k, 1m, or the plain number if not r
 
 Both store ref_max_score = mean return of the noise-free controller on the evaluation task and
 ref_min_score = mean return of a uniform random policy (each over `reference_episodes` episodes), and the
-generation settings under the metadata key `ailot_generation`. Same settings and seed -> identical arrays.
+generation settings (the map's rows included) under the metadata key `ailot_generation`. Same settings and
+seed -> identical arrays. Nothing in the controllers or the agent data depends on the maze's size, so the same
+defaults serve every map; the summary line prints how often each reference policy reached the goal.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
-from ailot.data.maze import EVAL_MAZES, MazeGrid, MazeTask, WaypointExpert
+from ailot.data.maze import EVAL_MAZES, MazeGrid, MazeTask, WaypointExpert, maze_task, shortest_path
 from ailot.errors import AilotInputError
 
 REACHED_RADIUS = 0.3  # agent controller: distance to its own target at which it picks a new target cell
@@ -61,6 +72,7 @@ class GenerationSettings:
     max_length: int
     position_noise: float  # +- uniform noise on the reset and goal positions, in cells (eval env too)
     max_dwell: int = 0  # agent controller: on reaching its target it holds there for uniform [0, max_dwell] steps
+    maze_map: tuple[str, ...] = ()  # the map's rows ('#', '.', 'R', 'G'); () in metadata older than this field
 
 
 def size_tag(n: int) -> str:
@@ -80,8 +92,9 @@ def dataset_ids(maze: str, agent_transitions: int, max_dwell: int = 0) -> tuple[
             f"ailot/pointmaze-{maze}/expert-v0")
 
 
-def make_eval_env(maze: str, max_episode_steps: int | None = None, position_noise: float = 0.1):
-    """The fixed evaluation env of `maze` (optionally with another time limit, for agent collection).
+def make_eval_env(maze: str | MazeTask, max_episode_steps: int | None = None, position_noise: float = 0.1):
+    """The fixed evaluation env of `maze`, a name or a task (optionally with another time limit, for agent
+    collection).
 
     position_noise 0.1 as D4RL maze2d (uniform +-0.1 on reset and target); gymnasium-robotics' default 0.25
     moves the goal up to 0.35 from the cell centre, which a policy that does not see the goal cannot track.
@@ -91,15 +104,11 @@ def make_eval_env(maze: str, max_episode_steps: int | None = None, position_nois
     from ailot.envs import register_envs
 
     register_envs()
-    task = _task(maze)
+    task = maze_task(maze)
+    if task.env_id not in gym.registry:  # large, open, custom maps: same entry point, the map is a kwarg
+        gym.register(task.env_id, entry_point="ailot.envs:point_maze")
     return gym.make(task.env_id, maze_map=task.maze_map, continuing_task=True, reset_target=False,
                     position_noise_range=position_noise, max_episode_steps=max_episode_steps or task.max_episode_steps)
-
-
-def _task(maze: str) -> MazeTask:
-    if maze not in EVAL_MAZES:
-        raise AilotInputError("maze", f"unknown maze {maze!r}", f"use one of: {', '.join(EVAL_MAZES)}")
-    return EVAL_MAZES[maze]
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -109,23 +118,32 @@ def _seed(rng: np.random.Generator) -> int:
 # ---------------------------------------------------------------------- rollouts
 
 
-def reference_returns(maze: str, policy: str, episodes: int, seed: int, position_noise: float = 0.1) -> np.ndarray:
-    """Returns [episodes] of 'expert' (noise-free controller) or 'random' (uniform actions) on the eval task."""
+def reference_rollouts(maze: str | MazeTask, policy: str, episodes: int, seed: int,
+                       position_noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(returns [episodes], success [episodes]) of 'expert' (noise-free controller) or 'random' (uniform
+    actions) on the eval task; success: the env's info['success'] (within 0.45 of the goal) at some step."""
     env = make_eval_env(maze, position_noise=position_noise)
-    grid = MazeGrid(_task(maze).maze_map)
+    grid = MazeGrid(maze_task(maze).maze_map)
     rng = np.random.default_rng(seed)
-    out = np.zeros(episodes)
+    out, success = np.zeros(episodes), np.zeros(episodes, bool)
     for i in range(episodes):
         obs, _ = env.reset(seed=_seed(rng))
         expert = WaypointExpert(grid)
         done = False
         while not done:
             action = expert.act(obs) if policy == "expert" else rng.uniform(-1.0, 1.0, 2)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             out[i] += reward
+            success[i] |= bool(info.get("success", False))
             done = terminated or truncated
     env.close()
-    return out
+    return out, success
+
+
+def reference_returns(maze: str | MazeTask, policy: str, episodes: int, seed: int,
+                      position_noise: float = 0.1) -> np.ndarray:
+    """Returns [episodes] of `reference_rollouts`."""
+    return reference_rollouts(maze, policy, episodes, seed, position_noise)[0]
 
 
 def _collector(env):
@@ -217,7 +235,10 @@ def _relevant(settings: dict, kind: str) -> dict:
         "agent_transitions", "agent_noise", "random_fraction", "min_length", "max_length", "max_dwell"}
     defaults = {f.name: f.default for f in fields(GenerationSettings) if f.default is not MISSING}
     # Settings added later (absent from older datasets' metadata) count as their default.
-    return {k: v for k, v in {**defaults, **settings}.items() if k not in skip}
+    merged = json.loads(json.dumps({**defaults, **settings}))  # as stored: tuples become lists
+    if not merged["maze_map"] and merged["maze"] in EVAL_MAZES:  # made before the rows were stored
+        merged["maze_map"] = list(EVAL_MAZES[merged["maze"]].rows)
+    return {k: v for k, v in merged.items() if k not in skip}
 
 
 def _write(collector, dataset_id: str, eval_spec, settings: GenerationSettings, refs: tuple[float, float],
@@ -237,7 +258,7 @@ def _write(collector, dataset_id: str, eval_spec, settings: GenerationSettings, 
 
 
 def generate_pointmaze(
-    maze: str = "umaze",
+    maze: str | None = None,
     agent_transitions: int = 100_000,
     expert_episodes: int = 20,
     seed: int = 0,
@@ -251,17 +272,21 @@ def generate_pointmaze(
     max_length: int = 500,
     position_noise: float = 0.1,
     max_dwell: int = 0,
+    maze_map: str | Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[str, str]:
-    """Generate (or reuse) the agent and expert datasets of `maze`; returns (agent_id, expert_id).
+    """Generate (or reuse) the agent and expert datasets of a maze; returns (agent_id, expert_id).
 
+    `maze` names a built-in maze (default umaze; ailot.data.maze.EVAL_MAZES), or, with `maze_map` (rows of '#',
+    '.', 'R', 'G', or one string with a row per line), names that layout (default `custom-<hash>`).
     `root` sets MINARI_DATASETS_PATH for this process, so later loads find the datasets. Existing datasets
     made with the same settings are reused; different settings need `overwrite=True`.
     """
     from tqdm.auto import tqdm
 
-    task = _task(maze)
+    task = maze_task(maze, maze_map)  # a bad name or map stops here, before any env or rollout
+    maze = task.name
     for name, value, low in (("agent_transitions", agent_transitions, 1), ("expert_episodes", expert_episodes, 1),
                              ("reference_episodes", reference_episodes, 1), ("min_length", min_length, 1)):
         if int(value) < low:
@@ -277,13 +302,14 @@ def generate_pointmaze(
     settings = GenerationSettings(maze, int(agent_transitions), int(expert_episodes), int(seed),
                                   int(reference_episodes), float(expert_noise), float(agent_noise),
                                   float(random_fraction), int(min_length), int(max_length), float(position_noise),
-                                  int(max_dwell))
+                                  int(max_dwell), task.rows)
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     from minari.storage import get_dataset_path
 
     agent_id, expert_id = dataset_ids(maze, settings.agent_transitions, settings.max_dwell)
     wanted = asdict(settings)
+    # Another map under a name already used differs in maze_map: refused below as 'other generation settings'.
     todo: dict[str, str] = {}  # kind -> id of the datasets to (re)generate
     for kind, i in (("agent", agent_id), ("expert", expert_id)):
         have = existing_settings(i)
@@ -303,11 +329,16 @@ def generate_pointmaze(
     rng_expert, rng_agent = (np.random.default_rng(s) for s in seeds[:2])
     ref_seeds = [int(s.generate_state(1)[0]) for s in seeds[2:]]
     t0 = time.perf_counter()
-    ref_max = float(reference_returns(maze, "expert", settings.reference_episodes, ref_seeds[0], position_noise).mean())
-    ref_min = float(reference_returns(maze, "random", settings.reference_episodes, ref_seeds[1], position_noise).mean())
+    expert_ref = reference_rollouts(task, "expert", settings.reference_episodes, ref_seeds[0], position_noise)
+    random_ref = reference_rollouts(task, "random", settings.reference_episodes, ref_seeds[1], position_noise)
+    ref_max, ref_min = float(expert_ref[0].mean()), float(random_ref[0].mean())
     t_ref = time.perf_counter() - t0
+    if expert_ref[1].mean() < 0.8:  # on a user's map: the controller (or the horizon) does not suit it
+        warnings.warn(f"maze {maze!r}: the waypoint expert reached the goal in only {expert_ref[1].mean():.0%} of "
+                      f"{settings.reference_episodes} episodes of {task.max_episode_steps} steps; check the map",
+                      stacklevel=2)
     grid = MazeGrid(task.maze_map)
-    eval_env = make_eval_env(maze, position_noise=settings.position_noise)
+    eval_env = make_eval_env(task, position_noise=settings.position_noise)
     eval_spec = eval_env.spec
 
     expert_steps = settings.expert_episodes * task.max_episode_steps if "expert" in todo else 0
@@ -323,7 +354,7 @@ def generate_pointmaze(
             collector.close()
     if agent_steps:
         with tqdm(total=agent_steps, desc=agent_id, disable=not progress, unit="step") as bar:
-            collector = _collector(make_eval_env(maze, settings.max_length, settings.position_noise))
+            collector = _collector(make_eval_env(task, settings.max_length, settings.position_noise))
             collect_agent(collector, grid, settings, rng_agent, bar)
             paths["agent"] = _write(
                 collector, agent_id, eval_spec, settings, (ref_min, ref_max),
@@ -340,13 +371,26 @@ def generate_pointmaze(
     print(f"ailot.data.generate: {total} env steps in {seconds:.1f}s ({total / seconds:.0f} steps/s; "
           f"references {ref_steps / max(t_ref, 1e-9):.0f} steps/s)\n"
           f"  reference returns: random {ref_min:.2f}, expert {ref_max:.2f} "
-          f"({settings.reference_episodes} episodes each){where}")
+          f"({settings.reference_episodes} episodes each; reached the goal: random {random_ref[1].mean():.0%}, "
+          f"expert {expert_ref[1].mean():.0%}){where}")
     return agent_id, expert_id
+
+
+def ids_of(settings: dict) -> tuple[str, str]:
+    """(agent_id, expert_id) that `generate_pointmaze(**settings)` makes (a config's generate block), without
+    making anything; a bad maze or map raises AilotInputError."""
+    given = {k: p.default for k, p in inspect.signature(generate_pointmaze).parameters.items()} | settings
+    task = maze_task(given["maze"], given["maze_map"])
+    return dataset_ids(task.name, int(given["agent_transitions"]), int(given["max_dwell"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ailot.data.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--maze", choices=sorted(EVAL_MAZES), default="umaze")
+    p.add_argument("--maze", default=None,
+                   help=f"built-in maze: {', '.join(EVAL_MAZES)} (default umaze); with --maze-map, your map's name "
+                   "(default custom-<hash of its rows>)")
+    p.add_argument("--maze-map", default=None, metavar="FILE",
+                   help="text file with your layout, a row per line: '#' wall, '.' free, 'R' reset, 'G' goal")
     p.add_argument("--agent-transitions", type=int, default=None, help="agent dataset size (default 100000)")
     p.add_argument("--expert-episodes", type=int, default=None, help="expert episodes (default 20)")
     p.add_argument("--reference-episodes", type=int, default=None,
@@ -359,11 +403,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="test size: 5000 agent transitions, 5 expert episodes, 10 reference episodes")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="check the maze (and map), print its dataset ids and horizon, generate nothing")
     args = p.parse_args(argv)
     quick = (5000, 5, 10) if args.quick else (100_000, 20, 50)
     try:
+        maze_map = None
+        if args.maze_map is not None:
+            try:
+                maze_map = Path(args.maze_map).read_text()
+            except OSError as exc:
+                raise AilotInputError("--maze-map", f"cannot read {args.maze_map!r} ({exc.strerror})",
+                                      "give a text file holding the map's rows") from None
+        if args.check:
+            task = maze_task(args.maze, maze_map)
+            ids = ids_of({"maze": args.maze, "maze_map": maze_map, "max_dwell": args.max_dwell,
+                          "agent_transitions": args.agent_transitions or quick[0]})
+            print(f"maze {task.name}: {task.max_episode_steps}-step episodes, shortest path "
+                  f"{shortest_path(task.rows)} cells\n  agent: {ids[0]}\n  expert: {ids[1]}\n" + "\n".join(task.rows))
+            return 0
         generate_pointmaze(
             maze=args.maze,
+            maze_map=maze_map,
             agent_transitions=args.agent_transitions or quick[0],
             expert_episodes=args.expert_episodes or quick[1],
             seed=args.seed,
