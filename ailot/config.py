@@ -227,6 +227,13 @@ def _datasets_from(raw) -> tuple[DatasetConfig, ...]:
         if entry.get("name") and not _SAFE_NAME.match(entry["name"]):  # it names result files and figures
             raise _error(f"datasets[{i}].name", f"got {entry['name']!r}", "use letters, digits, '.', '_' or '-'")
         _check_generate(f"datasets[{i}].generate", entry.get("generate"))
+        if entry.get("generate"):  # the ids its generate block makes must be the ones the entry loads
+            from ailot.data.generate import ids_of
+
+            made = ids_of(entry["generate"])
+            if made[0] != entry["agent"]:
+                raise _error(f"datasets[{i}].agent", f"{entry['agent']!r} is not what its generate block makes "
+                             f"({made[0]!r}, expert {made[1]!r})", "use those ids, or change the generate settings")
         family = entry.get("task_family", "maze2d")
         if family not in TASK_FAMILIES:
             raise _error(f"datasets[{i}].task_family", f"unknown family {family!r}",

@@ -154,7 +154,7 @@ case("config-empty-seeds", r"'seeds': is empty")(lambda c: load_yaml(c, seeds=[]
 case("config-unknown-learner", r"'learners\.sac': is not a known key.*bc, diffusion_ql, iql")(
     lambda c: load_yaml(c, learners={"sac": {}})
 )
-case("config-unknown-labeller", r"'labellers\.gail': is not a known key.*ailot, otr, true, zero")(
+case("config-unknown-labeller", r"'labellers\.gail': is not a known key.*ailot, .*otr, .*zero")(
     lambda c: load_yaml(c, labellers={"gail": {}})
 )
 case("config-learner-not-a-mapping", r"'learners\.iql': expected a mapping, got list")(
