@@ -25,6 +25,9 @@ LEARNERS = ("iql", "diffusion_ql", "bc", "rllib_bc", "rllib_marwil", "rllib_iql"
 REWARD_FREE_LEARNERS = ("bc", "rllib_bc")  # ignore rewards: one trial per dataset x seed, no labeller
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# datasets[].expert: the expert set is the top-N episodes of the agent dataset itself (OTR's released sweep,
+# otr/configs/otr_iql_mujoco.py get_sweep: expert_dataset_name = offline_dataset_name)
+SAME_EXPERT = "same"
 
 # Labeller settings and their defaults (each labeller's file says where they come from). Lists in the YAML
 # are grid axes.
@@ -55,7 +58,7 @@ def _as_list(value) -> list:
 @dataclass(frozen=True)
 class DatasetConfig:
     agent: str  # Minari id or path to a D4RL .hdf5 file (reward-free use; true rewards for the baseline)
-    expert: str  # dataset whose top-N episodes form the expert set
+    expert: str  # dataset whose top-N episodes form the expert set; YAML `same` is stored as the agent id
     name: str = ""  # short name for results (default: the agent id)
     task_family: str = "maze2d"  # reward scaling and IQL preset: locomotion | antmaze | maze2d
     env: str | None = None  # evaluation env id, needed for D4RL files without an env spec
@@ -66,6 +69,11 @@ class DatasetConfig:
     @property
     def label(self) -> str:
         return self.name or self.agent
+
+    @property
+    def expert_is_agent(self) -> bool:
+        """The expert set comes from the agent dataset (`expert: same`, OTR's protocol)."""
+        return self.expert == self.agent
 
 
 @dataclass(frozen=True)
@@ -217,8 +225,12 @@ def _datasets_from(raw) -> tuple[DatasetConfig, ...]:
         _check_keys(f"datasets[{i}]", entry, names)
         for required in ("agent", "expert"):
             if not entry.get(required) or not isinstance(entry[required], str):
-                raise _error(f"datasets[{i}].{required}", "is missing", "give a Minari id or a D4RL .hdf5 path")
-            _check_dataset_spec(f"datasets[{i}].{required}", entry[required])
+                raise _error(f"datasets[{i}].{required}", "is missing",
+                             "give a Minari id or a D4RL .hdf5 path" + (" (or 'same')" if required == "expert" else ""))
+            if not (required == "expert" and entry[required] == SAME_EXPERT):
+                _check_dataset_spec(f"datasets[{i}].{required}", entry[required])
+        if entry["expert"] == SAME_EXPERT:  # results then name the agent id as expert_id
+            entry = {**entry, "expert": entry["agent"]}
         if not isinstance(entry.get("expert_actions", True), bool):
             raise _error(f"datasets[{i}].expert_actions", f"got {entry['expert_actions']!r}", "write true or false")
         for key in ("name", "env"):

@@ -6,9 +6,10 @@ Latent Intentions"; reference code dibyaghosh/icvf_release, src/icvf_learner.py,
 src/gc_dataset.py). It is trained offline with an expectile TD loss on observation-only trajectories; only
 psi is kept, averaged over the ensemble, and used by the relabeller as the intent space.
 
-Layout: `ICVFConfig` (every default with its source) -> `prepare_data` (flat, normalised, device-resident)
--> `sample_goal_indices` / `sample_batch` (pure, explicit keys) -> `icvf_loss` -> `pretrain_step`, scanned
-`chunk` times per dispatch by `pretrain` -> `IntentEncoder` (psi only) -> `intent_geometry`.
+Layout: `ICVFConfig` (every default with its source) -> `training_data` / `prepare_data` (flat, normalised
+unless `normalize_observations` is off, device-resident) -> `sample_goal_indices` / `sample_batch` (pure,
+explicit keys) -> `icvf_loss` -> `pretrain_step`, scanned `chunk` times per dispatch by `pretrain` ->
+`IntentEncoder` (psi only) -> `intent_geometry`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from ailot.errors import AilotInputError
 _FORMAT_VERSION = 1  # bump when the on-disk layout of IntentEncoder.save changes
 _PARAMS_FILE = "psi_params.msgpack"
 _META_FILE = "encoder.json"
+# ICVF settings added after encoders were first cached, each with the value that reproduces the behaviour from
+# before it existed. Cache keys and hashes leave a setting out at that value, so old cache entries still match
+# it, and name it otherwise, so a changed default never picks up an encoder trained the old way.
+LEGACY_VALUES: dict[str, Any] = {"normalize_observations": True, "sample_last_transition": False}
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -67,6 +72,15 @@ class ICVFConfig:
     p_current_goal: float = 0.2  # the state itself (reward 0, episode "ends")
     p_goal_is_intent: float = 0.5  # outcome s+ := intent state s_z (GCSDataset p_samegoal)
     intent_same_trajectory: bool = False  # intents only from the same episode (GCSDataset intent_sametraj)
+    # Inputs. ailot normalises observations by their dataset mean and std (DESIGN.md); icvf_release feeds raw
+    # observations (experiments/antmaze/train_icvf.py builds its dataset without normalisation) and so do the
+    # AILOT authors' configs (skylooop/AILOT configs/Env/*.yaml: normalize_states: False). False = raw inputs.
+    normalize_observations: bool = True
+    # Train on every transition s_t -> s_{t+1}, t = 0..T-1, of each episode, the last one included, as
+    # icvf_release does (gc_dataset.GCDataset.sample draws any row of the D4RL transition table; on hopper
+    # the last transition is the fall). False drops each episode's final observation s_T first: the pairs end
+    # at s_{T-2} -> s_{T-1}, as ailot did before (it pretrained on Episodes.states()); for committed results.
+    sample_last_transition: bool = True
     # Execution (no effect on the maths).
     chunk: int = 1000  # updates per jitted dispatch (jax.lax.scan); also the loss-history resolution
     std_floor: float = 1e-6  # dims with a smaller std are left unscaled (constant features)
@@ -98,6 +112,10 @@ class ICVFConfig:
         out["hidden_dims"] = list(self.hidden_dims)
         return out
 
+    def key_dict(self) -> dict[str, Any]:
+        """`to_dict()` less the `LEGACY_VALUES` settings at their legacy value (what content hashes see)."""
+        return {k: v for k, v in self.to_dict().items() if not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
+
     def __post_init__(self) -> None:
         def bad(key: str, problem: str, fix: str) -> AilotInputError:
             return AilotInputError(f"intents config key '{key}'", problem, fix)
@@ -111,6 +129,9 @@ class ICVFConfig:
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise bad(key, f"must be a positive integer, got {value!r}", "use an integer >= 1")
+        for key in ("normalize_observations", "sample_last_transition"):
+            if not isinstance(getattr(self, key), (bool, np.bool_)):
+                raise bad(key, f"must be true or false, got {getattr(self, key)!r}", "write true or false")
         for key in ("expectile", "target_update_rate", "p_random_goal", "p_same_traj_goal", "p_current_goal",
                     "p_goal_is_intent"):
             value = getattr(self, key)
@@ -132,6 +153,20 @@ class ICVFConfig:
     def embed_dim(self) -> int:
         """d, the size of psi(s)."""
         return int(self.hidden_dims[-1])
+
+
+def encoder_settings(intents: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a YAML `intents:` mapping that identifies an encoder in a cache key: the mapping as given,
+    with each `LEGACY_VALUES` setting removed where it resolves to its legacy value and added where it does not.
+
+    So `{}` from before a default changed and `{sample_last_transition: false}` now share a key (the same
+    training), and `{}` now, which resolves to the new default, gets another one.
+    """
+    intents = dict(intents or {})
+    config = ICVFConfig.from_dict(intents)
+    out = {k: v for k, v in intents.items() if k not in LEGACY_VALUES}
+    out.update({k: getattr(config, k) for k, legacy in LEGACY_VALUES.items() if getattr(config, k) != legacy})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- networks
@@ -522,7 +557,8 @@ class IntentEncoder:
         try:
             params = serialization.msgpack_restore((path / _PARAMS_FILE).read_bytes())
             mean, std = np.array(meta["obs_mean"], np.float32), np.array(meta["obs_std"], np.float32)
-            stored = ICVFConfig.from_dict(meta["config"])
+            # an encoder saved before a LEGACY_VALUES setting existed was trained the legacy way
+            stored = ICVFConfig.from_dict({**LEGACY_VALUES, **meta["config"]})
         except (ValueError, KeyError, TypeError) as exc:  # AilotInputError is a ValueError too
             raise AilotInputError(what, f"is corrupt ({exc})", "pretrain the encoder again") from None
         if config is not None and stored != config:
@@ -552,7 +588,8 @@ class IntentEncoder:
             h.update(arr.tobytes())
         h.update(self.obs_mean.tobytes())
         h.update(self.obs_std.tobytes())
-        h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        # key_dict: an encoder trained the legacy way keeps the hash it had before those settings existed
+        h.update(json.dumps(self.config.key_dict(), sort_keys=True).encode())
         return h.hexdigest()
 
     def __repr__(self) -> str:
@@ -561,6 +598,27 @@ class IntentEncoder:
 
 
 # ----------------------------------------------------------------------------------------------- training
+
+
+def training_data(trajectories: Any, config: ICVFConfig, lengths: np.ndarray | None = None
+                  ) -> tuple[ICVFData, np.ndarray, np.ndarray]:
+    """(ICVFData, obs_mean, obs_std) that pretraining samples from, for observation sequences [T_i + 1, d].
+
+    sample_last_transition=False drops each episode's final observation first (the training pairs before that
+    setting existed); normalize_observations=False keeps raw inputs (mean 0, std 1, so `embed` is psi(obs)).
+    """
+    trajs = as_trajectory_list(trajectories, lengths)
+    if not config.sample_last_transition:
+        trajs = [t[:-1] for t in trajs if len(t) > 1]
+        if not trajs:
+            raise AilotInputError("trajectories", "every episode has a single observation",
+                                  "pass episodes of two or more observations")
+    if config.normalize_observations:
+        obs_mean, obs_std = normalisation_stats(trajs, config.std_floor)
+    else:
+        dim = trajs[0].shape[1]
+        obs_mean, obs_std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
+    return prepare_data(trajs, obs_mean, obs_std), obs_mean, obs_std
 
 
 def train_icvf(trajectories: list[np.ndarray], config: ICVFConfig, seed: int, progress: bool = True,
@@ -572,9 +630,7 @@ def train_icvf(trajectories: list[np.ndarray], config: ICVFConfig, seed: int, pr
     if not isinstance(config, ICVFConfig):
         raise AilotInputError("config", f"expected an ICVFConfig, got {type(config).__name__}",
                               "build it with ICVFConfig.from_dict(mapping)")
-    trajs = as_trajectory_list(trajectories, lengths)
-    obs_mean, obs_std = normalisation_stats(trajs, config.std_floor)
-    data = prepare_data(trajs, obs_mean, obs_std)
+    data, obs_mean, obs_std = training_data(trajectories, config, lengths)
     state = init_state(seed, config, obs_dim=int(obs_mean.shape[0]))
 
     rows: list[dict[str, float]] = []
@@ -597,7 +653,9 @@ def pretrain(trajectories: list[np.ndarray], config: ICVFConfig, seed: int, prog
              lengths: np.ndarray | None = None) -> tuple[IntentEncoder, pd.DataFrame]:
     """Train ICVF on observation-only episodes; return (psi encoder, loss history).
 
-    trajectories: list of [T_i, d] arrays, or padded [N, T, d] with `lengths` [N]. The history has one row per
+    trajectories: every observation of each episode in order, the final one included (`Episodes.observations`,
+    [T_i + 1, d] each), as a list or padded [N, T, d] with `lengths` [N]; every consecutive pair is a training
+    transition unless config.sample_last_transition is off (`training_data`). The history has one row per
     dispatched chunk (index `step` = updates done) holding the chunk's mean of each statistic of `icvf_loss`.
     """
     state, obs_mean, obs_std, history = train_icvf(trajectories, config, seed, progress, lengths)

@@ -34,12 +34,18 @@ log = logging.getLogger(__name__)
 
 def load_pair(ds: DatasetConfig, progress: bool = True) -> tuple[Episodes, Episodes]:
     """Load (agent, expert), generating them first when missing and the config says how (with a progress bar
-    unless `progress` is false)."""
+    unless `progress` is false). With `expert: same` (ds.expert == ds.agent, OTR's protocol) the expert dataset
+    is the agent dataset itself, loaded once: the expert set is then its own top-N episodes."""
     from ailot.data.loading import check_compatible, load_dataset
 
-    try:
+    def load_both() -> tuple[Episodes, Episodes]:
         agent = load_dataset(ds.agent, obs_keys=ds.obs_keys, env_id=ds.env)
-        expert = load_dataset(ds.expert, obs_keys=ds.obs_keys, env_id=ds.env)
+        if ds.expert_is_agent:
+            return agent, agent
+        return agent, load_dataset(ds.expert, obs_keys=ds.obs_keys, env_id=ds.env)
+
+    try:
+        agent, expert = load_both()
     except AilotInputError:
         if not ds.generate:
             raise
@@ -47,11 +53,10 @@ def load_pair(ds: DatasetConfig, progress: bool = True) -> tuple[Episodes, Episo
 
         log.info("datasets %s / %s not found locally: generating them (%s)", ds.agent, ds.expert, ds.generate)
         ids = generate_pointmaze(**{"progress": progress, **ds.generate})
-        if tuple(ids) != (ds.agent, ds.expert):
+        if ids[0] != ds.agent or not (ds.expert_is_agent or ids[1] == ds.expert):
             raise AilotInputError(f"datasets entry {ds.label!r}", f"generate made {ids}, not ({ds.agent}, {ds.expert})",
                                   "make 'agent'/'expert' match the ids the generate settings produce") from None
-        agent = load_dataset(ds.agent, obs_keys=ds.obs_keys, env_id=ds.env)
-        expert = load_dataset(ds.expert, obs_keys=ds.obs_keys, env_id=ds.env)
+        agent, expert = load_both()
     check_compatible(agent, expert)
     check_env(agent, ds)
     return agent, expert
@@ -72,7 +77,10 @@ def check_env(agent: Episodes, ds: DatasetConfig) -> None:
 
 
 def encoder_key(agent: Episodes, intents: dict, seed: int) -> str:
-    return content_key("encoder", agent.fingerprint(), intents, seed)
+    from ailot.intents import encoder_settings
+
+    # the settings as given, except that a changed ICVF default is named (intents.LEGACY_VALUES)
+    return content_key("encoder", agent.fingerprint(), encoder_settings(intents), seed)
 
 
 def cached_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath):
@@ -105,7 +113,8 @@ def pretrain_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: Stora
     encoder = cached_encoder(agent, intents, seed, cache_dir)
     if encoder is None:
         t0 = time.time()
-        encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
+        # every observation, s_T included: ICVF's own settings pick the training pairs
+        encoder, _ = pretrain(agent.observations, ICVFConfig.from_dict(intents), seed=seed, progress=progress)
         store_encoder(encoder, agent, intents, seed, cache_dir, time.time() - t0)
         encoder = cached_encoder(agent, intents, seed, cache_dir)  # as every later run will read it
     return encoder
@@ -316,7 +325,8 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
     if rewards is None or name in REWARD_FREE_LEARNERS:
         rewards = np.zeros(len(transitions), np.float32)
     learners.check_rewards(rewards)
-    scaled = learners.scale_rewards(rewards, transitions.episode_ids, learners.reward_scaling(name, ds.task_family))
+    scaling = learners.reward_scaling(name, ds.task_family, learner_cfg)  # a learner config may choose it
+    scaled = learners.scale_rewards(rewards, transitions.episode_ids, scaling)
     data = {**transitions.as_dict(), "rewards": scaled.astype(np.float32)}
     data = {k: data[k] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
     env_spec = agent.env_spec or ds.env

@@ -8,7 +8,8 @@ Layered like OTT, each arrow a small pure function:
 - `solve_ot`: ott-jax Sinkhorn in log space, over-relaxed (momentum 1.6, see `MOMENTUM`). A zero weight gives
   a potential eps * log(0) = -inf, so padded rows/columns carry exactly zero mass and a padded problem has the
   same solution as the unpadded one;
-- `reward_from_plan`: r_i = alpha * exp(-tau * Ta * sum_j P_ij C_ij), zero past the agent's length.
+- `reward_from_plan`: r_i = alpha * exp(-tau * Ta * sum_j P_ij C_ij), zero past the agent's length (the paper's
+  squashing; `squash="authors"` gives the authors' notebook form, alpha * exp(-tau * 100 * sum_j P_ij C_ij)).
 
 `sinkhorn_batch` is the one jitted step: it vmaps the layers over a fixed-size chunk of padded agent
 trajectories (and over expert trajectories); a chunk of one (the CPU default) is solved without vmap, which
@@ -44,8 +45,19 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- defaults
 # AILOT (Bobrin et al., "Align Your Intents", ICLR 2025), reward r = alpha * exp(-tau * Ta * sum_j P_ij C_ij):
 ALPHA = 5.0  # reward scale; AILOT keeps OTR's alpha = 5 (OTR configs/otr_iql_mujoco.py: config.alpha = 5.0)
-TAU = 0.5  # reward temperature; AILOT paper hyperparameter table (the authors' relabelling code was not in
-#            our reference index, so this value is from the paper, not cross-checked against their code)
+TAU = 0.5  # reward temperature; AILOT paper hyperparameter table (the authors' notebook uses another form and
+#            other values: AUTHORS_* below, squash="authors")
+# The AILOT authors' notebook squashes differently (skylooop/AILOT, branch crossd, notebooks/hopper_cheetah.ipynb):
+# the code cell at index 3 (In [5], OTRewardsExpert.compute_rewards_one_episode) has
+#     transp_cost = jnp.sum(ot_sink.matrix * geom.cost_matrix, axis=1); rewards = -transp_cost * 100
+# (plan rows of mass 1/Ta: no Ta factor), and the cell at index 4 (In [6], ExpRewardsScaler.scale)
+#     return self.a * np.exp(rewards * self.b)
+# with ExpRewardsScaler(a=2, b=3) for hopper and walker2d (cells 11 and 18) and a=2, b=1 for halfcheetah (15).
+# squash="authors" computes alpha * exp(-tau * 100 * sum_j P_ij C_ij): alpha plays a and tau plays b.
+SQUASHES = ("paper", "authors")
+AUTHORS_COST_SCALE = 100.0  # the notebook's `-transp_cost * 100`
+AUTHORS_ALPHA = 2.0  # ExpRewardsScaler a (every cell)
+AUTHORS_TAU = 3.0  # ExpRewardsScaler b on hopper and walker2d (1 on halfcheetah)
 EPSILON = 1e-3  # Sinkhorn entropic regularisation, absolute (AILOT paper; DESIGN.md "OT" defaults)
 THRESHOLD = 1e-3  # Sinkhorn stopping threshold on the L1 marginal error (DESIGN.md; also ott-jax's default)
 MAX_ITERATIONS = 1000  # Sinkhorn cap; DESIGN.md gives 500-2000, ailot.config uses 1000
@@ -205,9 +217,21 @@ def transport_cost_per_state(plan: jax.Array, cost: jax.Array, agent_len) -> jax
     return agent_len * jnp.sum(plan * cost, axis=1)
 
 
-def reward_from_plan(plan: jax.Array, cost: jax.Array, agent_len, alpha, tau) -> jax.Array:
-    """AILOT reward [T]: alpha * exp(-tau * Ta * sum_j P_ij C_ij) on valid states, exactly 0 past agent_len."""
-    r = alpha * jnp.exp(-tau * transport_cost_per_state(plan, cost, agent_len))
+def reward_from_plan(plan: jax.Array, cost: jax.Array, agent_len, alpha, tau, squash: str = "paper") -> jax.Array:
+    """AILOT reward [T] on valid states, exactly 0 past agent_len.
+
+    squash (static: it selects code) "paper": alpha * exp(-tau * Ta * sum_j P_ij C_ij), the expected cost of
+    state i under its row; "authors": alpha * exp(-tau * 100 * sum_j P_ij C_ij), the notebook's form (see
+    `AUTHORS_COST_SCALE`), whose exponent is 100 / Ta times the paper's: flatter on episodes longer than 100
+    steps, steeper on shorter ones.
+    """
+    if squash == "authors":
+        exponent = AUTHORS_COST_SCALE * jnp.sum(plan * cost, axis=1)
+    elif squash == "paper":
+        exponent = transport_cost_per_state(plan, cost, agent_len)
+    else:
+        raise ValueError(f"squash must be one of {SQUASHES}, got {squash!r}")
+    r = alpha * jnp.exp(-tau * exponent)
     return jnp.where(jnp.arange(plan.shape[0]) < agent_len, r, 0.0)
 
 
@@ -240,15 +264,15 @@ def _vmap(f, in_axes):
 # -------------------------------------------------------------------------------------------- AILOT step
 
 
-def _one_vs_one(x, n, y, m, epsilon, alpha, tau, *, k, relative, solver_kw):
+def _one_vs_one(x, n, y, m, epsilon, alpha, tau, *, k, relative, solver_kw, squash="paper"):
     """Rewards [T] of one agent trajectory against one expert trajectory, and Sinkhorn info."""
     cost = intent_cost(x, n, y, m, k)
     a, b = marginals(n, m, expert_start(cost, m), x.shape[0], y.shape[0])
     plan, info = solve_ot(cost, a, b, epsilon=_effective_epsilon(cost, a, b, epsilon, relative), **solver_kw)
-    return reward_from_plan(plan, cost, n, alpha, tau), info
+    return reward_from_plan(plan, cost, n, alpha, tau, squash), info
 
 
-def _one_vs_merged(x, n, ys, ms, epsilon, alpha, tau, *, k, relative, solver_kw):
+def _one_vs_merged(x, n, ys, ms, epsilon, alpha, tau, *, k, relative, solver_kw, squash="paper"):
     """Rewards [T] of one agent trajectory against all experts pooled into one cloud (authors' code).
 
     Each expert keeps its own k-offsets and its own j1 window; the pooled window gets uniform mass.
@@ -262,11 +286,11 @@ def _one_vs_merged(x, n, ys, ms, epsilon, alpha, tau, *, k, relative, solver_kw)
     b = (window / jnp.sum(window)).reshape(-1)
     a = jnp.where(jnp.arange(x.shape[0]) < n, 1.0 / n, 0.0)
     plan, info = solve_ot(cost, a, b, epsilon=_effective_epsilon(cost, a, b, epsilon, relative), **solver_kw)
-    return reward_from_plan(plan, cost, n, alpha, tau), jax.tree.map(lambda v: v[None], info)
+    return reward_from_plan(plan, cost, n, alpha, tau, squash), jax.tree.map(lambda v: v[None], info)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "relative_epsilon", "merge", "threshold", "max_iterations",
-                                             "lse_mode", "inner_iterations", "momentum"))
+                                             "lse_mode", "inner_iterations", "momentum", "squash"))
 def sinkhorn_batch(
     agent: jax.Array,
     agent_len: jax.Array,
@@ -284,20 +308,21 @@ def sinkhorn_batch(
     lse_mode: bool,
     inner_iterations: int,
     momentum: str | float,
+    squash: str = "paper",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """AILOT rewards [B, T] for a chunk agent [B, T, d] vs experts [E, Te, d]; info leaves [B, E] ([B, 1] merged).
 
-    Compiled once per (B, T, E, Te, d) and static knobs; epsilon, alpha and tau are traced, so a sweep over
-    them reuses the compilation.
+    Compiled once per (B, T, E, Te, d) and static knobs (squash among them: `reward_from_plan`); epsilon, alpha
+    and tau are traced, so a sweep over them reuses the compilation.
     """
     solver_kw = dict(threshold=threshold, max_iterations=max_iterations, lse_mode=lse_mode,
                      inner_iterations=inner_iterations, momentum=momentum)
     if merge:
-        one = functools.partial(_one_vs_merged, k=k, relative=relative_epsilon, solver_kw=solver_kw)
+        one = functools.partial(_one_vs_merged, k=k, relative=relative_epsilon, solver_kw=solver_kw, squash=squash)
         rewards, info = _vmap(one, (0, 0, None, None, None, None, None))(
             agent, agent_len, expert, expert_len, epsilon, alpha, tau)
         return rewards, info
-    one = functools.partial(_one_vs_one, k=k, relative=relative_epsilon, solver_kw=solver_kw)
+    one = functools.partial(_one_vs_one, k=k, relative=relative_epsilon, solver_kw=solver_kw, squash=squash)
     over_experts = _vmap(one, (None, None, 0, 0, None, None, None))  # -> [E, T]
     rewards, info = _vmap(over_experts, (0, 0, None, None, None, None, None))(
         agent, agent_len, expert, expert_len, epsilon, alpha, tau)
@@ -476,8 +501,9 @@ def ailot_rewards(
     *,
     k: int = K,
     epsilon: float = EPSILON,
-    alpha: float = ALPHA,
-    tau: float = TAU,
+    alpha: float | None = None,
+    tau: float | None = None,
+    squash: str = "paper",
     relative_epsilon: bool = False,
     threshold: float = THRESHOLD,
     max_iterations: int = MAX_ITERATIONS,
@@ -495,10 +521,18 @@ def ailot_rewards(
     one point cloud (the authors' code). relative_epsilon scales epsilon by the mean valid cost of each
     problem. momentum: Sinkhorn over-relaxation, a weight in (0, 2) (default 1.6), "adaptive" or "none" (see
     `MOMENTUM`). With return_info, also the per-problem SinkhornStats.
+
+    squash: "paper" (default), r = alpha * exp(-tau * Ta * sum_j P_ij C_ij), or "authors", the notebook's
+    alpha * exp(-tau * 100 * sum_j P_ij C_ij) (`AUTHORS_COST_SCALE`). alpha and tau default to that form's
+    values: 5 and 0.5 (paper), 2 and 3 (authors' hopper and walker2d cells; halfcheetah used tau 1).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise AilotInputError("k", f"must be an integer >= 1, got {k!r}", "use k = 1 (locomotion) or 5 (antmaze)")
     chunk_size, momentum = _check_solver(epsilon, threshold, max_iterations, chunk_size, inner_iterations, momentum)
+    if squash not in SQUASHES:
+        raise AilotInputError("squash", f"is {squash!r}", "use 'paper' (the paper's formula) or 'authors' (notebook)")
+    alpha = (ALPHA if squash == "paper" else AUTHORS_ALPHA) if alpha is None else alpha
+    tau = (TAU if squash == "paper" else AUTHORS_TAU) if tau is None else tau
     _check_positive("alpha", alpha)
     _check_positive("tau", tau)
     if expert_mode not in ("max", "merge"):
@@ -508,7 +542,7 @@ def ailot_rewards(
         sinkhorn_batch, expert=expert, expert_len=m, epsilon=float(epsilon), alpha=float(alpha), tau=float(tau),
         k=int(k), relative_epsilon=bool(relative_epsilon), merge=expert_mode == "merge",
         threshold=float(threshold), max_iterations=int(max_iterations), lse_mode=bool(lse_mode),
-        inner_iterations=int(inner_iterations))
+        inner_iterations=int(inner_iterations), squash=str(squash))
     rewards, stats = _run_chunks(step, agent, n, chunk_size, momentum)
     return (rewards, stats) if return_info else rewards
 

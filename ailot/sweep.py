@@ -43,7 +43,7 @@ def _pretrain_task(agent, intents: dict, seed: int, progress: bool, pin_cores: i
     from ailot.intents import ICVFConfig, pretrain
 
     with cores.pinned(pin_cores, enabled=not gpu):  # the task's CPUs; XLA sizes its thread pool by them
-        encoder, _ = pretrain(agent.states(), ICVFConfig.from_dict(intents), seed=seed, progress=progress)
+        encoder, _ = pretrain(agent.observations, ICVFConfig.from_dict(intents), seed=seed, progress=progress)
     return encoder
 
 

@@ -38,15 +38,23 @@ def get_learner(name: str) -> type:
     return LEARNERS[name]
 
 
-def reward_scaling(name: str, task_family: str) -> str:
-    """The reward preprocessing (a base.scale_rewards mode) learner `name` trains with on `task_family`."""
-    from ailot.learners.base import DEFAULT_REWARD_SCALINGS, check_family
+def reward_scaling(name: str, task_family: str, config: Any = None) -> str:
+    """The reward preprocessing (a base.scale_rewards mode) learner `name` trains with on `task_family`.
+
+    A learner config with a `reward_scaling` field picks it: "reference" (the learner's own per-family modes,
+    its `reward_scalings`), "iql" (IQL's per-family modes, DEFAULT_REWARD_SCALINGS) or a mode by name."""
+    from ailot.learners.base import DEFAULT_REWARD_SCALINGS, REWARD_SCALINGS, check_family
 
     family = check_family(task_family)
     if name == "rllib_iql":  # it takes IQL's temperatures (rllib.make_config), so IQL's reward scale too
         name = "iql"
     scalings = DEFAULT_REWARD_SCALINGS if name.startswith("rllib_") else getattr(
         get_learner(name), "reward_scalings", DEFAULT_REWARD_SCALINGS)
+    chosen = getattr(config, "reward_scaling", "reference")
+    if chosen == "iql":
+        return DEFAULT_REWARD_SCALINGS[family]
+    if chosen in REWARD_SCALINGS:
+        return chosen
     return scalings[family]
 
 

@@ -28,7 +28,7 @@ from ailot.errors import AilotInputError
 from ailot.files import write_atomic
 
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
-REWARD_SCALINGS = ("locomotion", "antmaze", "unit", "none")
+REWARD_SCALINGS = ("locomotion", "antmaze", "cql_antmaze", "unit", "none")
 # Reward preprocessing per task family unless a learner names its own (`reward_scalings` class attribute).
 DEFAULT_REWARD_SCALINGS = {"locomotion": "locomotion", "antmaze": "antmaze", "maze2d": "none"}
 DATA_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -429,6 +429,7 @@ def scale_rewards(rewards: Any, episode_ids: Any, mode: str) -> np.ndarray:
     locomotion: r * 1000 / (max episode return - min episode return); if all episodes have the same
     return (e.g. constant rewards) the span is 0 and rewards are returned unscaled.
     antmaze: r - 1 (sparse success reward -> -1 per step until the goal).
+    cql_antmaze: (r - 0.5) * 4 (Diffusion-QL's antmaze reward_tune, utils/data_sampler.py, after CQL).
     unit: (r - min) / (max - min), so every labeller's rewards span [0, 1] and a learner whose policy step
     depends on the reward scale (IQL's exp(temperature * advantage)) sees the same scale whichever labeller
     made them; constant rewards are returned unscaled. none: unchanged.
@@ -441,6 +442,8 @@ def scale_rewards(rewards: Any, episode_ids: Any, mode: str) -> np.ndarray:
         return r.astype(np.float32)
     if mode == "antmaze":
         return (r - 1.0).astype(np.float32)
+    if mode == "cql_antmaze":
+        return ((r - 0.5) * 4.0).astype(np.float32)
     if mode == "unit":
         span = r.max() - r.min() if r.size else 0.0
         return ((r - r.min()) / span if span > 0.0 else r).astype(np.float32)

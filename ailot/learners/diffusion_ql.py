@@ -5,6 +5,11 @@ reference's order (agents/ql_diffusion.py): twin Q regresses on r + gamma * mask
 with a' sampled from the EMA policy; the policy minimises the denoising loss minus
 eta * Q(s, a_new) / mean|Q_other(s, a_new)|, with a_new sampled through the full reverse chain
 (differentiated end to end) and the Q member picked by a coin flip; then EMA and Polyak targets.
+
+Rewards and presets follow the reference's per-task table (main.py `hyperparameters`) per task family:
+raw rewards on gym locomotion (reward_tune 'no'), (r - 0.5) * 4 and the max-Q backup on antmaze
+(reward_tune 'cql_antmaze', max_q_backup True in 5 of its 6 antmaze rows). `REFERENCE_HYPERPARAMETERS` holds
+the per-task rows; `reference_overrides(task)` turns one into config overrides for a one-dataset sweep.
 """
 
 from __future__ import annotations
@@ -18,10 +23,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ailot.errors import AilotInputError
 from ailot.learners import base
 from ailot.learners.networks import TORCH_LINEAR_INIT, NoiseModel, TwinCritic
 
 SELECTIONS = ("softmax", "argmax")
+# config.reward_scaling: "reference" = `DiffusionQL.reward_scalings` per family, "iql" = IQL's preprocessing
+# (what ailot used for Diffusion-QL before following the reference), or a base.REWARD_SCALINGS mode by name.
+REWARD_CHOICES = ("reference", "iql", *base.REWARD_SCALINGS)
+
+# The reference's per-task rows (Diffusion-Policies-for-Offline-RL main.py `hyperparameters`, D4RL gym v2 and
+# antmaze v0): lr, eta, max_q_backup, reward_tune, gn (grad-norm clip), top_k (its offline checkpoint rule).
+REFERENCE_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "halfcheetah-medium-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=9.0, top_k=1),
+    "hopper-medium-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=9.0, top_k=2),
+    "walker2d-medium-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=1.0, top_k=1),
+    "halfcheetah-medium-replay-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=2.0, top_k=0),
+    "hopper-medium-replay-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=4.0, top_k=2),
+    "walker2d-medium-replay-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=4.0, top_k=1),
+    "halfcheetah-medium-expert-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=7.0, top_k=0),
+    "hopper-medium-expert-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=5.0, top_k=2),
+    "walker2d-medium-expert-v2": dict(lr=3e-4, eta=1.0, max_q_backup=False, reward_tune="no", gn=5.0, top_k=1),
+    "antmaze-umaze-v0": dict(lr=3e-4, eta=0.5, max_q_backup=False, reward_tune="cql_antmaze", gn=2.0, top_k=2),
+    "antmaze-umaze-diverse-v0": dict(lr=3e-4, eta=2.0, max_q_backup=True, reward_tune="cql_antmaze", gn=3.0, top_k=2),
+    "antmaze-medium-play-v0": dict(lr=1e-3, eta=2.0, max_q_backup=True, reward_tune="cql_antmaze", gn=2.0, top_k=1),
+    "antmaze-medium-diverse-v0": dict(lr=3e-4, eta=3.0, max_q_backup=True, reward_tune="cql_antmaze", gn=1.0,
+                                      top_k=1),
+    "antmaze-large-play-v0": dict(lr=3e-4, eta=4.5, max_q_backup=True, reward_tune="cql_antmaze", gn=10.0, top_k=2),
+    "antmaze-large-diverse-v0": dict(lr=3e-4, eta=3.5, max_q_backup=True, reward_tune="cql_antmaze", gn=7.0,
+                                     top_k=1),
+}
+_REWARD_TUNE = {"no": "none", "cql_antmaze": "cql_antmaze"}  # reference reward_tune -> base.scale_rewards mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +80,10 @@ class DiffusionQLConfig:
     lr_decay: bool = False  # cosine lr decay over max_steps; off because the reference steps its scheduler once
     #                         per 50 epochs against T_max = num_epochs, so its lr barely moves
     max_steps: int = 1_000_000  # cosine-decay horizon = total updates (DESIGN 1e6; reference 1e6-2e6)
+    # Reward preprocessing (read by learners.reward_scaling before training): "reference" follows the reference
+    # per family (raw on locomotion, (r - 0.5) * 4 on antmaze; maze2d raw, our choice); "iql" is what ailot
+    # did before, IQL's (x 1000 / return span on locomotion, r - 1 on antmaze); or a scale_rewards mode.
+    reward_scaling: str = "reference"
 
     def validate(self) -> None:
         for key in ("lr", "critic_lr"):
@@ -63,6 +99,8 @@ class DiffusionQLConfig:
         base.require(self.step_start_ema >= 0, "diffusion_ql", "step_start_ema", self.step_start_ema, "an int >= 0")
         for key in ("update_ema_every", "max_q_samples", "num_action_samples", "max_steps"):
             base.require(getattr(self, key) >= 1, "diffusion_ql", key, getattr(self, key), "a positive int")
+        base.require(self.reward_scaling in REWARD_CHOICES, "diffusion_ql", "reward_scaling", self.reward_scaling,
+                     f"one of {', '.join(REWARD_CHOICES)}")
         base.require(
             self.action_selection in SELECTIONS,
             "diffusion_ql",
@@ -73,15 +111,31 @@ class DiffusionQLConfig:
 
 
 def get_config(task_family: str = "locomotion") -> DiffusionQLConfig:
-    """Diffusion-QL defaults for a task family.
+    """Diffusion-QL defaults for a task family (one row of `REFERENCE_HYPERPARAMETERS` stands for each).
 
-    antmaze takes the reference's antmaze-umaze-diverse row (eta 2.0, gn 3.0) but keeps the max-Q backup
-    off (an option). maze2d, our choice, follows antmaze as the other sparse goal-reaching family.
+    locomotion: eta 1.0 (every reference row) and gn 5.0 (the median of its rows, 1-9). antmaze: the
+    antmaze-umaze-diverse row, eta 2.0, gn 3.0 and the max-Q backup (`max_q_backup: false` is what ailot used
+    before). maze2d (no reference row; our choice): eta 2.0 and gn 3.0 as antmaze, one-sample backup, and raw
+    rewards, unchanged, so the committed pointmaze-dql results stay reproducible.
     """
     family = base.check_family(task_family)
-    if family in ("antmaze", "maze2d"):
+    if family == "antmaze":
+        return DiffusionQLConfig(eta=2.0, grad_norm=3.0, max_q_backup=True)
+    if family == "maze2d":
         return DiffusionQLConfig(eta=2.0, grad_norm=3.0)
     return DiffusionQLConfig()
+
+
+def reference_overrides(task: str) -> dict[str, Any]:
+    """Config overrides reproducing the reference's row for D4RL `task` (e.g. "hopper-medium-v2"): lr, eta,
+    grad_norm, max_q_backup, reward_scaling. A sweep's learners section applies to all its datasets, so per-task
+    rows need one sweep (or one learners entry) per task."""
+    if task not in REFERENCE_HYPERPARAMETERS:
+        raise AilotInputError(f"task {task!r}", "has no row in the Diffusion-QL reference",
+                              f"use one of: {', '.join(REFERENCE_HYPERPARAMETERS)}")
+    row = REFERENCE_HYPERPARAMETERS[task]
+    return {"lr": row["lr"], "eta": row["eta"], "grad_norm": row["gn"], "max_q_backup": row["max_q_backup"],
+            "reward_scaling": _REWARD_TUNE[row["reward_tune"]]}
 
 
 @functools.lru_cache(maxsize=8)
@@ -111,6 +165,9 @@ class DiffusionQL(flax.struct.PyTreeNode):
 
     name: ClassVar[str] = "diffusion_ql"
     default_config: ClassVar = staticmethod(get_config)
+    # The reference's reward_tune per family (config.reward_scaling "reference"): 'no' on gym locomotion,
+    # 'cql_antmaze' on antmaze; maze2d, which it does not run, keeps raw rewards.
+    reward_scalings: ClassVar[dict] = {"locomotion": "none", "antmaze": "cql_antmaze", "maze2d": "none"}
 
     rng: jax.Array
     step: jax.Array
