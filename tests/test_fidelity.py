@@ -89,14 +89,13 @@ def test_authors_squash_is_the_notebook_formula_and_differs_from_the_paper():
         R.ailot_rewards(x[None], [37], y[None], [45], squash="notebook", **kw)
 
 
-def test_labellers_pass_squash_through_when_it_is_a_reward_key(monkeypatch):
-    """labellers.solve_setting passes the REWARD_KEYS of a setting to ailot_rewards (wired by the labeller
-    registry): relabel must accept `squash` there, merged experts included."""
+def test_labellers_pass_squash_through_when_it_is_a_reward_key():
+    """labellers.solve_setting passes the registry's `squash` setting to ailot_rewards, merged experts included."""
     rng = np.random.default_rng(1)
     path = np.cumsum(rng.normal(size=(40, 4)) * 0.1, axis=0)  # agents and experts near one path: costs ~0.1
     agent = [(path[:n] + rng.normal(size=(n, 4)) * 0.1).astype(np.float32) for n in (20, 33)]
     experts = [(path + rng.normal(size=(40, 4)) * 0.05).astype(np.float32) for _ in range(2)]
-    monkeypatch.setitem(labellers.REWARD_KEYS, "ailot", (*labellers.REWARD_KEYS["ailot"], "squash"))
+    assert labellers.get("ailot").settings["squash"].default == "paper"
     setting = {"labeller": "ailot", "k": 1, "epsilon": 0.1, "alpha": 2.0, "tau": 3.0, "momentum": "none"}
     for mode in ("max", "merge"):
         out = {sq: np.concatenate(labellers.solve_setting({**setting, "squash": sq, "expert_mode": mode}, agent,

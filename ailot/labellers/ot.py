@@ -76,6 +76,10 @@ class AILOT(OTLabeller):
         "max_iterations": Setting(1000, "int"),  # Sinkhorn iteration cap
         # over-relaxation: a weight in (0, 2), "adaptive" or "none" (ailot.relabel.MOMENTUM)
         "momentum": Setting(1.6, "custom", check=_momentum),
+        # reward form: "paper" alpha * exp(-tau * Ta * sum_j P_ij C_ij) (AILOT paper, Eq. 5) or "authors"
+        # alpha * exp(-tau * 100 * sum_j P_ij C_ij) (skylooop/AILOT, crossd, notebooks/hopper_cheetah.ipynb, with
+        # alpha 2, tau 3 there: set them too). Added later: left out of cache keys at its default
+        "squash": Setting("paper", "choice", choices=("paper", "authors"), in_key_at_default=False),
     }
 
     @classmethod
