@@ -1,11 +1,14 @@
-"""Updates per second of IQL and Diffusion-QL (default networks, batch 256): the scan-chunked `train`
-(one dispatch per chunk) against a Python loop of one jitted `update` per step, side by side.
+"""Updates per second of the learners (default networks, batch 256): the scan-chunked `train` (one dispatch
+per chunk) against a Python loop of one jitted `update` per step, side by side.
 
     python benchmarks/bench_learners.py --steps 500
+    python benchmarks/bench_learners.py --steps 500 --learners smodice dwbc iq_learn bc_expert   # expert readers
     python benchmarks/bench_learners.py --steps 200 --learners iql --rllib    # + RLlib's IQL (torch), same data
 
-Synthetic data with HalfCheetah's dimensions (obs 17, actions 6); compile time is excluded (each path
-is run once before timing).
+Synthetic data with HalfCheetah's dimensions (obs 17, actions 6) and a 1000-transition expert set (one
+expert episode, the DESIGN's top-1), which only the learners with an `expert_input` read. SMODICE is timed in
+both phases: `smodice:disc` (its first disc_steps updates train only the discriminator) and `smodice` (V and
+policy). Compile time is excluded (each path is run once before timing).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ailot import learners
+from ailot.learners import base
 
 
 def synthetic_data(n: int, obs_dim: int, action_dim: int, seed: int = 0) -> dict[str, jax.Array]:
@@ -28,6 +33,8 @@ def synthetic_data(n: int, obs_dim: int, action_dim: int, seed: int = 0) -> dict
         "next_observations": rng.normal(size=(n, obs_dim)),
         "terminals": (rng.random(n) < 0.01).astype(np.float64),
     }
+    data.update(base.expert_arrays(rng.normal(size=(1000, obs_dim)), rng.uniform(-1, 1, (1000, action_dim)),
+                                   rng.normal(size=(1000, obs_dim)), np.zeros(1000)))
     return {k: jax.device_put(v.astype(np.float32)) for k, v in data.items()}
 
 
@@ -40,6 +47,7 @@ def time_scan(learner, data, steps: int, batch: int, chunk: int) -> float:
 
 
 def time_loop(learner, data, steps: int, batch: int) -> float:
+    data = base.prepare_data(learner, data)  # the arrays `train` samples for this learner
     warm, b = learners.sample_batch(learner, data, batch)  # compile both jitted calls
     jax.block_until_ready(warm.update(b))
     t0 = time.perf_counter()
@@ -88,10 +96,15 @@ def main() -> None:
           f"batch {args.batch_size}, {args.steps} steps, chunk {chunk}, default networks")
     rows = []
     for name in args.learners:
-        learner = learners.get_learner(name).create(0, obs_dim, action_dim, learners.make_config(name))
-        scan = time_scan(learner, data, args.steps, args.batch_size, chunk)
-        loop = time_loop(learner, data, args.steps, args.batch_size)
-        rows.append((name, scan, loop))
+        cfg = learners.make_config(name)
+        learner = learners.get_learner(name).create(0, obs_dim, action_dim, cfg)
+        variants = [(name, learner)]
+        if name == "smodice":  # time the discriminator phase and, from step disc_steps on, the V/policy phase
+            variants = [("smodice:disc", learner), (name, learner.replace(step=jnp.int32(cfg.disc_steps)))]
+        for label, start in variants:
+            scan = time_scan(start, data, args.steps, args.batch_size, chunk)
+            loop = time_loop(start, data, args.steps, args.batch_size)
+            rows.append((label, scan, loop))
     print(f"{'learner':<14}{'scan upd/s':>12}{'loop upd/s':>12}{'scan/loop':>11}")
     for name, scan, loop in rows:
         print(f"{name:<14}{scan:>12.1f}{loop:>12.1f}{scan / loop:>10.2f}x")

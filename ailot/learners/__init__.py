@@ -1,9 +1,16 @@
-"""Offline RL learners behind one small protocol (see base.Learner): IQL, Diffusion-QL and BC.
+"""Offline RL learners behind one small protocol (see base.Learner): IQL, Diffusion-QL and BC, and the
+baselines that read the expert set themselves (`expert_input`): SMODICE, DWBC, IQ-Learn and BC on the expert
+episodes.
 
 cfg = make_config("iql", {"hidden_dims": [64, 64]}, task_family="antmaze")
 learner = get_learner("iql").create(seed, obs_dim, action_dim, cfg, action_low, action_high)
 learner, info = train(learner, data, num_steps, batch_size)
 actions = act(learner, observations, key)
+
+A learner with an `expert_input` ("states": SMODICE; "transitions": DWBC, IQ-Learn, BC on the expert episodes)
+also needs the expert set in its data; check first that the expert set has what it reads:
+check_expert_input("dwbc", has_actions=expert_actions is not None)
+data = {**data, **expert_arrays(expert_obs, expert_actions, expert_next_obs, expert_terminals)}
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from ailot.learners.base import (
     Learner,
     act,
     check_action_dims,
+    check_expert_input,
     check_rewards,
+    expert_arrays,
+    initial_observations,
     load,
     overestimates,
     sample_batch,
@@ -25,10 +35,22 @@ from ailot.learners.base import (
     value_bound,
 )
 from ailot.learners.bc import BC, BCConfig
+from ailot.learners.bc_expert import BCExpert
 from ailot.learners.diffusion_ql import DiffusionQL, DiffusionQLConfig
+from ailot.learners.dwbc import DWBC, DWBCConfig
+from ailot.learners.iq_learn import IQLearn, IQLearnConfig
 from ailot.learners.iql import IQL, IQLConfig
+from ailot.learners.smodice import SMODICE, SMODICEConfig
 
-LEARNERS: dict[str, type] = {"iql": IQL, "bc": BC, "diffusion_ql": DiffusionQL}
+LEARNERS: dict[str, type] = {
+    "iql": IQL,
+    "bc": BC,
+    "diffusion_ql": DiffusionQL,
+    "smodice": SMODICE,
+    "dwbc": DWBC,
+    "iq_learn": IQLearn,
+    "bc_expert": BCExpert,
+}
 
 
 def get_learner(name: str) -> type:
@@ -36,6 +58,27 @@ def get_learner(name: str) -> type:
     if name not in LEARNERS:
         raise AilotInputError(f"learner {name!r}", "is not a known learner", f"use one of: {', '.join(LEARNERS)}")
     return LEARNERS[name]
+
+
+def expert_input(name: str) -> str | None:
+    """What learner `name` reads of the expert set: None, "states" or "transitions" (RLlib learners: None)."""
+    if name.startswith("rllib_"):
+        return None
+    from ailot.learners.base import learner_expert_input
+
+    return learner_expert_input(get_learner(name))
+
+
+def uses_expert_actions(name: str) -> bool:
+    """Whether learner `name` needs the expert set's actions (its results are marked as using them)."""
+    return expert_input(name) == "transitions"
+
+
+def reward_free(name: str) -> bool:
+    """Whether learner `name` ignores the labeller's rewards (BC, and the learners that read the expert set)."""
+    if name.startswith("rllib_"):
+        return name == "rllib_bc"
+    return bool(getattr(get_learner(name), "reward_free", False))
 
 
 def reward_scaling(name: str, task_family: str, config: Any = None) -> str:
@@ -72,24 +115,37 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, task_family:
 
 __all__ = [
     "BC",
+    "DWBC",
     "IQL",
     "LEARNERS",
+    "SMODICE",
     "BCConfig",
+    "BCExpert",
+    "DWBCConfig",
     "DiffusionQL",
     "DiffusionQLConfig",
     "IQLConfig",
+    "IQLearn",
+    "IQLearnConfig",
     "Learner",
+    "SMODICEConfig",
     "act",
     "check_action_dims",
+    "check_expert_input",
     "check_rewards",
+    "expert_arrays",
+    "expert_input",
     "get_learner",
+    "initial_observations",
     "load",
     "make_config",
     "overestimates",
+    "reward_free",
     "reward_scaling",
     "sample_batch",
     "save",
     "scale_rewards",
     "train",
+    "uses_expert_actions",
     "value_bound",
 ]

@@ -1,8 +1,12 @@
 """The protocol every learner follows, and the pieces they share: config overrides, optimiser state,
-batch sampling, the scan-chunked `train`, `act`, checkpoints, and reward checks/scaling.
+batch sampling, the scan-chunked `train`, `act`, checkpoints, reward checks/scaling and the expert set.
 
 A learner is a `flax.struct.PyTreeNode` holding rng, step, its networks (flax TrainStates), target
 copies, the action bounds and a frozen (hashable, static) config. `update(batch)` is one jitted step.
+
+Learners that read the expert set themselves (SMODICE, DWBC, IQ-Learn, BC on the expert episodes) declare
+`expert_input` = "states" or "transitions"; their training data then also holds the `expert_*` arrays of
+`expert_arrays`, which `sample_batch` samples with indices of their own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ REWARD_SCALINGS = ("locomotion", "antmaze", "cql_antmaze", "unit", "none")
 # Reward preprocessing per task family unless a learner names its own (`reward_scalings` class attribute).
 DEFAULT_REWARD_SCALINGS = {"locomotion": "locomotion", "antmaze": "antmaze", "maze2d": "none"}
 DATA_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+# What a learner reads of the expert set (class attribute `expert_input`): nothing, its states (observations and
+# next observations, as the DESIGN's state-only expert set) or its transitions (also the expert actions).
+EXPERT_INPUTS = (None, "states", "transitions")
+EXPERT_STATE_KEYS = ("expert_observations", "expert_next_observations", "expert_terminals")
+EXPERT_KEYS = (*EXPERT_STATE_KEYS, "expert_actions")
+# Keys with these prefixes are sampled with indices of their own over their own length (sample_batch): the
+# expert set [Ne] and the agent data's episode starts [N0] (`initial_observations`, read by SMODICE).
+SAMPLING_GROUPS = ("expert_", "initial_")
 
 Batch = dict[str, jax.Array]
 Info = dict[str, jax.Array]
@@ -39,7 +51,13 @@ C = TypeVar("C")
 
 
 class Learner(Protocol):
-    """What the sweep, the checkpoints and the evaluation rely on."""
+    """What the sweep, the checkpoints and the evaluation rely on.
+
+    Optional class attributes (read with getattr, so learners without them keep the defaults):
+    `expert_input` (None | "states" | "transitions", default None), `reward_free` (True when the learner
+    ignores the labeller's rewards, default False), `optional_inputs` (extra data keys it reads when present),
+    `reward_scalings` (per task family, default DEFAULT_REWARD_SCALINGS).
+    """
 
     name: ClassVar[str]
     rng: jax.Array
@@ -160,14 +178,19 @@ def resolve_config(default_fn: Callable[[str], C], config: Any, learner: str) ->
 
 
 @functools.lru_cache(maxsize=256)
-def make_optimizer(lr: float, decay_steps: int = 0, grad_norm: float = 0.0) -> optax.GradientTransformation:
+def make_optimizer(lr: float, decay_steps: int = 0, grad_norm: float = 0.0,
+                   weight_decay: float = 0.0) -> optax.GradientTransformation:
     """Adam with a constant lr, or cosine-decayed to 0 over `decay_steps` (IQL's actor schedule) when > 0;
-    optionally after clipping the global gradient norm (grad_norm <= 0: no clipping).
+    optionally after clipping the global gradient norm (grad_norm <= 0: no clipping) and with PyTorch Adam's
+    `weight_decay` (an L2 term weight_decay * params added to the gradient before Adam, not AdamW's decoupled
+    decay; SMODICE's V and DWBC's policy use it).
 
     Cached: learners built from equal configs then hold the very same optimiser object, so their pytree
     structures compare equal and jitted `train`/`update` compile once per config, not once per learner.
     """
     adam = optax.adam(optax.cosine_decay_schedule(lr, decay_steps) if decay_steps > 0 else lr)
+    if weight_decay > 0:
+        adam = optax.chain(optax.add_decayed_weights(weight_decay), adam)
     return optax.chain(optax.clip_by_global_norm(grad_norm), adam) if grad_norm > 0 else adam
 
 
@@ -190,10 +213,42 @@ def call(state: TrainState, *inputs: jax.Array, params: Any = None) -> Any:
     return state.apply_fn({"params": state.params if params is None else params}, *inputs)
 
 
-def apply_loss(state: TrainState, loss_fn: Callable[[Any], tuple[jax.Array, Info]]) -> tuple[TrainState, Info]:
-    """One optimiser step on `loss_fn(params) -> (loss, info)`; adds the pre-clip gradient norm to info."""
+def apply_loss(state: TrainState, loss_fn: Callable[[Any], tuple[jax.Array, Info]],
+               active: jax.Array | None = None) -> tuple[TrainState, Info]:
+    """One optimiser step on `loss_fn(params) -> (loss, info)`; adds the pre-clip gradient norm to info.
+
+    With `active` (a traced bool) the step is taken only where it is true, else the state (optimiser moments
+    and step count included) is returned unchanged: DWBC updates its discriminator every 100th step.
+    """
     grads, info = jax.grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads=grads), {**info, "grad_norm": optax.global_norm(grads)}
+    info = {**info, "grad_norm": optax.global_norm(grads)}
+    if active is None:
+        return state.apply_gradients(grads=grads), info
+    return jax.lax.cond(active, lambda s: s.apply_gradients(grads=grads), lambda s: s, state), info
+
+
+L = TypeVar("L")
+
+
+def phased(first: jax.Array, first_fn: Callable[[L], tuple[L, Info]], second_fn: Callable[[L], tuple[L, Info]],
+           learner: L) -> tuple[L, Info]:
+    """`first_fn(learner)` where `first` (a traced bool) holds, else `second_fn(learner)`, as one lax.cond.
+
+    The two may report different info keys; each side's missing keys are filled with zeros, so a scan over a
+    phase change has one info structure (SMODICE trains its discriminator alone for its first steps).
+    """
+    one = jax.eval_shape(first_fn, learner)[1]
+    two = jax.eval_shape(second_fn, learner)[1]
+
+    def filled(fn: Callable[[L], tuple[L, Info]]) -> Callable[[L], tuple[L, Info]]:
+        def run(x: L) -> tuple[L, Info]:
+            out, info = fn(x)
+            zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in {**one, **two}.items() if k not in info}
+            return out, {**zeros, **info}
+
+        return run
+
+    return jax.lax.cond(first, filled(first_fn), filled(second_fn), learner)
 
 
 def polyak(params: Any, target_params: Any, tau: float) -> Any:
@@ -231,14 +286,42 @@ def check_dims(learner: str, obs_dim: int, action_dim: int) -> None:
 # ----------------------------------------------------------------------------------------------- training
 
 
+def learner_expert_input(learner: Any) -> str | None:
+    """What a learner (class or instance) reads of the expert set: None, "states" or "transitions"."""
+    cls = learner if isinstance(learner, type) else type(learner)
+    kind = getattr(cls, "expert_input", None)
+    if kind not in EXPERT_INPUTS:
+        raise ValueError(f"{cls.__name__}.expert_input is {kind!r}, not one of {EXPERT_INPUTS}")  # a coding error
+    return kind
+
+
+def expert_keys(kind: str | None) -> tuple[str, ...]:
+    """The data keys a learner with `expert_input` = kind needs."""
+    return {None: (), "states": EXPERT_STATE_KEYS, "transitions": EXPERT_KEYS}[kind]
+
+
 def prepare_data(learner: Learner, data: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """The five transition arrays as float32 device arrays, after checking keys and shapes once (host side)."""
+    """The transition arrays as float32 device arrays, after checking keys and shapes once (host side).
+
+    Besides the five agent arrays it keeps the expert arrays the learner reads (`expert_input`) and the
+    `optional_inputs` it reads when given; anything else is dropped, so learners that read no expert set
+    sample exactly as before whatever else the data holds.
+    """
     missing = [k for k in DATA_KEYS if k not in data]
     if missing:
         raise AilotInputError(
             "training data", f"missing {', '.join(missing)}", f"pass a dict with {', '.join(DATA_KEYS)}"
         )
-    out = {k: jnp.asarray(data[k], jnp.float32) for k in DATA_KEYS}
+    kind = learner_expert_input(learner)
+    missing = [k for k in expert_keys(kind) if k not in data]
+    if missing:
+        raise AilotInputError(
+            "training data",
+            f"{type(learner).__name__} reads the expert set's {kind} but the data lacks {', '.join(missing)}",
+            "merge learners.base.expert_arrays(...) of the expert episodes into the training data",
+        )
+    optional = [k for k in getattr(type(learner), "optional_inputs", ()) if k in data]
+    out = {k: jnp.asarray(data[k], jnp.float32) for k in (*DATA_KEYS, *expert_keys(kind), *optional)}
     m = out["observations"].shape[0]
     want = {
         "observations": (m, learner.obs_dim),
@@ -256,15 +339,46 @@ def prepare_data(learner: Learner, data: Mapping[str, Any]) -> dict[str, jax.Arr
             )
     if m == 0:
         raise AilotInputError("training data", "has no transitions", "train on a non-empty dataset")
+    if kind is not None:
+        ne = out["expert_observations"].shape[0]
+        want = {"expert_observations": (ne, learner.obs_dim), "expert_next_observations": (ne, learner.obs_dim),
+                "expert_terminals": (ne,), "expert_actions": (ne, learner.action_low.shape[0])}
+        for k in expert_keys(kind):
+            if out[k].shape != want[k]:
+                raise AilotInputError(
+                    f"training data[{k!r}]",
+                    f"has shape {out[k].shape}, expected {want[k]}",
+                    "build the expert arrays with learners.base.expert_arrays from the expert episodes of this dataset",
+                )
+        if ne == 0:
+            raise AilotInputError("training data", "has an empty expert set", "select at least one expert episode")
+    if "initial_observations" in out and (out["initial_observations"].ndim != 2
+                                          or out["initial_observations"].shape[1] != learner.obs_dim
+                                          or out["initial_observations"].shape[0] == 0):
+        raise AilotInputError("training data['initial_observations']",
+                              f"has shape {out['initial_observations'].shape}, expected (N0 > 0, {learner.obs_dim})",
+                              "build it with learners.base.initial_observations(observations, episode_ids)")
     return out
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
 def sample_batch(learner: Learner, data: dict[str, jax.Array], batch_size: int) -> tuple[Learner, Batch]:
-    """Uniform indices with replacement (as IQL's Dataset.sample) drawn from the learner's own rng."""
+    """Uniform indices with replacement (as IQL's Dataset.sample) drawn from the learner's own rng.
+
+    The agent arrays share one index [B] over M. Keys starting with a SAMPLING_GROUPS prefix (`expert_*` over
+    Ne, `initial_*` over N0) get an index of their own, from a key folded out of the agent index's key, so the
+    agent index and the learner's next rng are the same whether or not such keys are present.
+    """
     rng, key = jax.random.split(learner.rng)
     idx = jax.random.randint(key, (batch_size,), 0, data["observations"].shape[0])
-    return learner.replace(rng=rng), {k: v[idx] for k, v in data.items()}
+    batch = {k: v[idx] for k, v in data.items() if not k.startswith(SAMPLING_GROUPS)}
+    for i, prefix in enumerate(SAMPLING_GROUPS):
+        group = {k: v for k, v in data.items() if k.startswith(prefix)}
+        if group:
+            n = next(iter(group.values())).shape[0]  # prepare_data checked that a group shares its length
+            group_idx = jax.random.randint(jax.random.fold_in(key, i + 1), (batch_size,), 0, n)
+            batch.update({k: v[group_idx] for k, v in group.items()})
+    return learner.replace(rng=rng), batch
 
 
 @partial(jax.jit, static_argnames=("batch_size", "chunk"))
@@ -400,6 +514,75 @@ def load(path: str | os.PathLike, like: Learner) -> Learner:
     return jax.tree.map(jnp.asarray, restored)
 
 
+# --------------------------------------------------------------------------------------------- expert set
+
+
+def expert_arrays(observations: Any, actions: Any, next_observations: Any, terminals: Any) -> dict[str, np.ndarray]:
+    """The expert set's transitions as the `expert_*` training-data keys (float32), checked on the host.
+
+    observations [Ne, d], actions [Ne, a] or None, next_observations [Ne, d], terminals [Ne]. With actions None
+    (a state-only expert set) `expert_actions` is absent, and learners with expert_input "transitions" are
+    refused by `check_expert_input`. Merge the result into the data dict
+    passed to `train`; learners that read no expert set ignore these keys.
+    """
+    arrays = {"expert_observations": observations, "expert_next_observations": next_observations,
+              "expert_terminals": terminals}
+    if actions is not None:
+        arrays["expert_actions"] = actions
+    out = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
+    ne = out["expert_observations"].shape[0] if out["expert_observations"].ndim == 2 else -1
+    for k, v in out.items():
+        rank = 1 if k == "expert_terminals" else 2
+        if v.ndim != rank or v.shape[0] != ne or ne == 0:
+            raise AilotInputError(
+                f"expert {k.removeprefix('expert_')}",
+                f"have shape {v.shape}; expected {'[Ne]' if rank == 1 else '[Ne, dim]'} with one row per expert "
+                f"transition (Ne = {ne} from the observations)",
+                "pass the flat transitions of the selected expert episodes (at least one)",
+            )
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise AilotInputError(f"expert {k.removeprefix('expert_')}", f"hold {int(bad.sum())} non-finite values",
+                                  "check the expert dataset")
+    if out["expert_next_observations"].shape != out["expert_observations"].shape:
+        raise AilotInputError("expert next_observations", f"have shape {out['expert_next_observations'].shape}, "
+                              f"observations {out['expert_observations'].shape}", "pass aligned (s, s') pairs")
+    return out
+
+
+def check_expert_input(learner: str | type, has_actions: bool) -> str | None:
+    """Refuse, before any training, a learner that needs expert actions when the expert set is state-only.
+
+    `learner` is a registered name or a learner class; returns its expert_input (None, "states", "transitions").
+    """
+    if isinstance(learner, str):
+        from ailot.learners import get_learner  # the registry sits above this module
+
+        name, cls = learner, get_learner(learner)
+    else:
+        name, cls = getattr(learner, "name", learner.__name__), learner
+    kind = learner_expert_input(cls)
+    if kind == "transitions" and not has_actions:
+        raise AilotInputError(
+            f"learner {name!r}",
+            "needs the expert set's actions, but the expert set is state-only (observations without actions)",
+            "keep the expert episodes' actions (an expert set from a dataset with actions, results marked as using "
+            "expert actions), or choose a learner that reads expert states only (e.g. smodice) or none",
+        )
+    return kind
+
+
+def initial_observations(observations: Any, episode_ids: Any) -> np.ndarray:
+    """The first observation of every episode, [N0, d], from the flat observations [M, d] and their episode ids
+    [M] (episodes contiguous): the `initial_observations` SMODICE's (1 - gamma) E[V(s0)] term samples."""
+    obs, ids = np.asarray(observations, np.float32), np.asarray(episode_ids)
+    if obs.ndim != 2 or ids.shape != obs.shape[:1] or obs.shape[0] == 0:
+        raise AilotInputError("initial_observations", f"observations {obs.shape}, episode_ids {ids.shape}",
+                              "pass observations [M, d] and one episode id per transition")
+    starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+    return obs[starts]
+
+
 # ------------------------------------------------------------------------------------------------ rewards
 
 
@@ -507,3 +690,17 @@ def gaussian_actions(actor: TrainState, observations: jax.Array, key: jax.Array,
     mean, log_std = call(actor, observations)
     actions = mean if deterministic else mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
     return jnp.clip(actions, low, high)
+
+
+def to_unit(actions: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """Dataset actions [B, a] in [low, high] -> [-1, 1], the range of a tanh-squashed policy."""
+    return (actions - 0.5 * (high + low)) / (0.5 * (high - low))
+
+
+def tanh_gaussian_actions(actor: TrainState, observations: jax.Array, key: jax.Array, deterministic: bool,
+                          low: jax.Array, high: jax.Array) -> jax.Array:
+    """A tanh-squashed Gaussian policy's tanh(mean) (deterministic, as SMODICE, DWBC and IQ-Learn act) or a
+    sample, mapped from [-1, 1] to the action bounds."""
+    mean, log_std = call(actor, observations)
+    pre = mean if deterministic else mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    return jnp.clip(0.5 * (high + low) + 0.5 * (high - low) * jnp.tanh(pre), low, high)

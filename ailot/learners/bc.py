@@ -47,6 +47,7 @@ class BC(flax.struct.PyTreeNode):
 
     name: ClassVar[str] = "bc"
     default_config: ClassVar = staticmethod(get_config)
+    reward_free: ClassVar[bool] = True  # clones the data's actions; the labeller's rewards are ignored
 
     rng: jax.Array
     step: jax.Array
