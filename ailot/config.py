@@ -21,8 +21,6 @@ from ailot import storage
 from ailot.errors import AilotInputError
 from ailot.storage import StoragePath
 
-LEARNERS = ("iql", "diffusion_ql", "bc", "rllib_bc", "rllib_marwil", "rllib_iql", "rllib_cql")  # rllib_*: RLlib (torch)
-REWARD_FREE_LEARNERS = ("bc", "rllib_bc")  # ignore rewards: one trial per dataset x seed, no labeller
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # datasets[].expert: the expert set is the top-N episodes of the agent dataset itself (OTR's released sweep,
@@ -146,19 +144,32 @@ class SweepConfig:
         trials = []
         for ds, seed in itertools.product(self.datasets, self.seeds):
             for learner in self.learners:
-                settings = [{"labeller": "none"}] if learner in REWARD_FREE_LEARNERS else self.labeller_settings()
+                settings = [{"labeller": "none"}] if _reward_free(learner) else self.labeller_settings()
                 for setting in settings:
                     trials.append({"dataset": ds.label, "learner": learner, "seed": seed, "labeller": setting})
         return trials
 
     def used_labeller_settings(self) -> list[dict[str, Any]]:
         """The labeller settings some trial trains on (none when every learner is BC, which ignores rewards)."""
-        if all(learner in REWARD_FREE_LEARNERS for learner in self.learners):
+        if all(_reward_free(learner) for learner in self.learners):
             return []
         return self.labeller_settings()
 
     def dataset(self, label: str) -> DatasetConfig:
         return next(d for d in self.datasets if d.label == label)
+
+
+def _learner_names() -> tuple[str, ...]:
+    from ailot import learners  # lazy: it imports JAX
+
+    return learners.names()
+
+
+def _reward_free(learner: str) -> bool:
+    """Learners that ignore rewards (BC, and those that read the expert set): one trial per dataset x seed."""
+    from ailot import learners
+
+    return learners.reward_free(learner)
 
 
 def _positive(key: str, value, kind=int, allow_zero=False) -> Any:
@@ -300,7 +311,15 @@ def _check_learners(learners: dict, families: set[str], steps: int) -> None:
 
 
 def _check_expert_inputs(cfg: SweepConfig) -> None:
-    """A method that reads expert actions cannot run on a dataset whose expert set is declared state-only."""
+    """A method that reads expert actions cannot run on a dataset whose expert set is declared state-only; RLlib
+    learners train on the agent data exported as it is, so they cannot take a labeller's added transitions."""
+    from ailot import learners
+
+    adders = [n for n in cfg.labellers if getattr(labeller_registry.get(n), "adds_expert_transitions", False)]
+    rllib = [n for n in cfg.learners if n in learners.rllib_names() and not learners.reward_free(n)]
+    if adders and rllib:
+        raise _error(f"learners.{rllib[0]}", f"trains on the exported agent data, without the expert transitions "
+                     f"that labeller {adders[0]!r} adds", f"use a JAX learner (iql, ...) with {adders[0]}")
     for ds in cfg.datasets:
         if ds.expert_actions:
             continue
@@ -309,6 +328,12 @@ def _check_expert_inputs(cfg: SweepConfig) -> None:
                 raise _error(f"labellers.{setting['labeller']}", f"reads expert actions, but dataset {ds.label!r} "
                              "has expert_actions: false (a state-only expert set)",
                              "drop the labeller (or its action-reading mode), or set expert_actions: true")
+        for name in cfg.learners:
+            if learners.uses_expert_actions(name):
+                raise _error(f"learners.{name}", f"reads expert actions, but dataset {ds.label!r} has "
+                             "expert_actions: false (a state-only expert set)",
+                             "use a state-only learner (smodice, iql on a labeller's rewards), or set "
+                             "expert_actions: true")
 
 
 def _check_intents(intents: dict) -> None:
@@ -332,9 +357,10 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     if not isinstance(name, str) or not _SAFE_NAME.match(name):
         raise _error("name", f"got {name!r}", "use letters, digits, '.', '_' or '-' (it names files)")
     learners_raw = raw.get("learners") or {}
-    _check_keys("learners", learners_raw, LEARNERS)
+    known = _learner_names()
+    _check_keys("learners", learners_raw, known)
     if not learners_raw:
-        raise _error("learners", "is empty", f"name at least one of: {', '.join(LEARNERS)}")
+        raise _error("learners", "is empty", f"name at least one of: {', '.join(known)}")
     for k, v in learners_raw.items():
         if v is not None and not isinstance(v, dict):
             raise _error(f"learners.{k}", f"expected a mapping, got {type(v).__name__}",

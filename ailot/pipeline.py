@@ -19,8 +19,8 @@ import numpy as np
 
 from ailot import labellers, storage
 from ailot.cache import ArrayCache, content_key
-from ailot.config import REWARD_FREE_LEARNERS, DatasetConfig, SweepConfig, TrainConfig
-from ailot.data.episodes import Episodes
+from ailot.config import DatasetConfig, SweepConfig, TrainConfig
+from ailot.data.episodes import Episodes, top_n_episodes
 from ailot.errors import AilotInputError
 from ailot.labellers import bucket_plan, label, solves_per_compile
 from ailot.provenance import git_commit, versions
@@ -259,20 +259,23 @@ def run_trial(
     restore: Callable[[Any], Any] | None = None,
     report: Callable[[dict, Any], None],
     fail_hook: Callable[[int], None] | None = None,
+    expert: Episodes | None = None,
 ) -> None:
     """Train one learner on (agent transitions, rewards); evaluate every eval_every steps and `report` rows.
 
     `restore(like)` returns (learner, rows) from a checkpoint or None; `report(row, learner)` must persist
     the row and a checkpoint of `learner` together, so a retried trial continues where it left off.
     Every learner, JAX or RLlib, comes through the same adapter (`ailot.learners.trial.build`).
-    rewards_info: the rewards' Sinkhorn summary (cache meta "sinkhorn"), recorded in every row.
+    rewards_info: the rewards' Sinkhorn summary (cache meta "sinkhorn"), recorded in every row. expert: the
+    expert dataset, for labellers that add its transitions (SQIL) and learners that read it (SMODICE, ...).
     """
     from ailot import learners
     from ailot.learners import trial as trial_learners
 
     name = trial["learner"]
     learner_cfg = learner_config(trial, cfg)
-    prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key, rewards_info=rewards_info)
+    prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key, rewards_info=rewards_info,
+                         expert=expert)
     built = trial_learners.build(name, learner_cfg, trial_learners.TrialInputs(
         seed=trial["seed"], data=prep["data"], action_low=prep["action_low"], action_high=prep["action_high"],
         batch_size=cfg.train.batch_size, chunk=cfg.train.chunk, cpus=cfg.resources.cpus_per_trial,
@@ -314,21 +317,39 @@ def warn_if_overestimating(info: dict[str, float], bound: float | None, trial: d
 
 def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewards: np.ndarray | None,
                   learner_cfg: Any, rewards_key: str | None = None,
-                  rewards_info: dict[str, float] | None = None) -> dict[str, Any]:
-    """What every learner's trial shares: the transitions with scaled rewards (`data`), the evaluation env
-    (`env_spec`, `action_low/high`) and the row fields that do not change between evaluations (`base_row`)."""
+                  rewards_info: dict[str, float] | None = None, expert: Episodes | None = None) -> dict[str, Any]:
+    """What every learner's trial shares: the transitions with scaled rewards (`data`: plus the expert transitions
+    a labeller adds, as SQIL's, and the expert set of learners that read it), the evaluation env (`env_spec`,
+    `action_low/high`) and the row fields that do not change between evaluations (`base_row`)."""
     from ailot import learners
 
     ds = cfg.dataset(trial["dataset"])
     name = trial["learner"]
+    setting = trial["labeller"]
     transitions = agent.to_transitions()
-    if rewards is None or name in REWARD_FREE_LEARNERS:
+    data = {k: v for k, v in transitions.as_dict().items() if k in ("observations", "actions", "next_observations",
+                                                                       "terminals")}
+    if rewards is None or learners.reward_free(name):
         rewards = np.zeros(len(transitions), np.float32)
     learners.check_rewards(rewards)
+    episode_ids = transitions.episode_ids
+    added = None
+    if setting["labeller"] != "none" and getattr(labellers.get(setting["labeller"]), "adds_expert_transitions", False):
+        added = labellers.get(setting["labeller"]).extra_transitions(setting, _need_expert(expert, setting["labeller"]))
+        rewards = np.concatenate([rewards, added["rewards"]])
+        episode_ids = np.concatenate([episode_ids, episode_ids.max() + 1 + _episode_ids_of(added["terminals"])])
     scaling = learners.reward_scaling(name, ds.task_family, learner_cfg)  # a learner config may choose it
-    scaled = learners.scale_rewards(rewards, transitions.episode_ids, scaling)
-    data = {**transitions.as_dict(), "rewards": scaled.astype(np.float32)}
-    data = {k: data[k] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
+    data["rewards"] = learners.scale_rewards(rewards, episode_ids, scaling).astype(np.float32)
+    if added is not None:  # scaled once with the agent data, then repeated to their share of the batches
+        data = _with_added_transitions(data, added, len(transitions),
+                                       float(getattr(labellers.get(setting["labeller"]), "expert_batch_fraction", 0)))
+    if learners.expert_input(name) is not None:
+        learners.check_expert_input(name, ds.expert_actions)
+        demo = top_n_episodes(_need_expert(expert, name), int(getattr(learner_cfg, "n_experts", 1))).to_transitions()
+        data.update(learners.expert_arrays(demo.observations, demo.actions if ds.expert_actions else None,
+                                           demo.next_observations, demo.terminals))
+        data["initial_observations"] = learners.initial_observations(transitions.observations,
+                                                                     transitions.episode_ids)
     env_spec = agent.env_spec or ds.env
     if env_spec is None:
         raise AilotInputError(f"dataset {agent.dataset_id!r}", "has no evaluation environment",
@@ -338,20 +359,56 @@ def prepare_trial(trial: dict[str, Any], cfg: SweepConfig, agent: Episodes, rewa
     env = make_env(env_spec)
     env_id, low, high = env.spec.id, env.action_space.low, env.action_space.high
     env.close()
-    setting = trial["labeller"]
     base_row = {
         "sweep": cfg.name, "trial_id": trial_id(trial), "dataset": ds.label, "dataset_id": agent.dataset_id,
         "dataset_fingerprint": agent.fingerprint(), "expert_id": ds.expert, "env_id": env_id,
         "labeller": setting["labeller"], "learner": name, "seed": trial["seed"],
         **{k: float(setting[k]) for k in ("k", "epsilon", "alpha", "tau", "n_experts") if k in setting},
         "expert_mode": setting.get("expert_mode", ""),
-        "expert_actions": labellers.reads_expert_actions(setting),
+        "expert_actions": labellers.reads_expert_actions(setting) or learners.uses_expert_actions(name),
         "versions": json.dumps(versions()), "git_commit": git_commit(),
         "config": trial_config_json(trial, cfg, learner_cfg), "rewards_key": rewards_key or "",
         "sinkhorn_converged": (rewards_info or {}).get("converged", float("nan")),
         "sinkhorn_iterations": (rewards_info or {}).get("iterations_median", float("nan")),
     }
     return {"data": data, "env_spec": env_spec, "action_low": low, "action_high": high, "base_row": base_row}
+
+
+def trials_read_expert(cfg: SweepConfig) -> bool:
+    """Whether some trial of `cfg` reads the expert set itself (a labeller that adds expert transitions, or a
+    learner with an expert input), so the sweep must hand the expert episodes to the trials."""
+    from ailot import learners
+
+    return any(learners.expert_input(n) is not None for n in cfg.learners) or any(
+        getattr(labellers.get(n), "adds_expert_transitions", False) for n in cfg.labellers)
+
+
+def _need_expert(expert: Episodes | None, who: str) -> Episodes:
+    if expert is None:
+        raise AilotInputError(repr(who), "reads the expert set but was given none",
+                              "pass the expert episodes (the sweep hands them to every trial)")
+    return expert
+
+
+def _episode_ids_of(terminals: np.ndarray) -> np.ndarray:
+    """Episode ids [E] of contiguous transitions whose episodes end where `terminals` is set or at the end."""
+    ends = np.asarray(terminals, bool)
+    return np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
+
+
+def _with_added_transitions(data: dict[str, np.ndarray], added: dict[str, np.ndarray], num_agent: int,
+                            fraction: float) -> dict[str, np.ndarray]:
+    """Agent transitions followed by the added ones (their rewards already scaled in `data`), the added ones
+    repeated so they make about `fraction` of uniform batches (SQIL samples half its batch from the
+    demonstrations; 0: once each)."""
+    n_added = len(added["rewards"])
+    repeats = max(1, round(fraction / (1 - fraction) * num_agent / n_added)) if 0 < fraction < 1 else 1
+    out = {}
+    for k in ("observations", "actions", "next_observations", "terminals"):
+        out[k] = np.concatenate([data[k], np.tile(np.asarray(added[k], data[k].dtype),
+                                                  (repeats,) + (1,) * (data[k].ndim - 1))])
+    out["rewards"] = np.concatenate([data["rewards"][:num_agent], np.tile(data["rewards"][num_agent:], repeats)])
+    return out
 
 
 def evaluation_row(policy: Callable, step: int, prep: dict[str, Any], trial: dict[str, Any], cfg: SweepConfig,

@@ -78,15 +78,15 @@ def _fault_hook(tid: str, spec: str | None):
     return hook
 
 
-def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None) -> None:
+def trainable(config: dict, cfg: SweepConfig = None, agents: dict = None, experts: dict = None) -> None:
     """One Tune trial: rewards from the cache, train, evaluate, report a row + checkpoint per evaluation; on a
     CPU, pinned to as many cores as the trial has CPUs (`ailot.cores`: XLA sizes its thread pool by them)."""
     gpu = _jax_env_for_this_worker()
     with cores.pinned(cfg.resources.cpus_per_trial, enabled=cfg.resources.pin_cpus and not gpu):
-        _trial(config, cfg, agents)
+        _trial(config, cfg, agents, experts or {})
 
 
-def _trial(config: dict, cfg: SweepConfig, agents: dict) -> None:
+def _trial(config: dict, cfg: SweepConfig, agents: dict, experts: dict) -> None:
     from ray import tune
 
     from ailot import learners
@@ -140,7 +140,8 @@ def _trial(config: dict, cfg: SweepConfig, agents: dict) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     pipeline.run_trial(trial, cfg, agent, rewards, rewards_key=config["rewards_key"], rewards_info=rewards_info,
-                       restore=restore, report=report, fail_hook=_fault_hook(tid, config.get("fault")))
+                       restore=restore, report=report, fail_hook=_fault_hook(tid, config.get("fault")),
+                       expert=experts.get(trial["dataset"]))
 
 
 def _complete_step(d: Path) -> int | None:
@@ -309,6 +310,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         param_trials.append({"trial": t, "rewards_key": key, "cache_root": cache.root, "audit_log": str(audit_log),
                              "fault": os.environ.get("AILOT_FAULT")})
     agents = {label: pair[0] for label, pair in pairs.items()}
+    # the expert datasets travel to the trials only where a labeller adds their transitions or a learner reads them
+    experts = {label: pair[1] for label, pair in pairs.items() if pipeline.trials_read_expert(cfg)}
     tune_path = str(storage.join(run_dir, "tune"))
     experiment = str(storage.join(tune_path, "trials"))
     restoring = resume and tune.Tuner.can_restore(experiment)
@@ -316,7 +319,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     if not restoring:  # a trial whose rows are already in the results file, made the same way, is not rerun
         param_trials, reused = _drop_completed(cfg, param_trials, agents)
     fn = tune.with_resources(
-        tune.with_parameters(trainable, cfg=cfg, agents=agents),
+        tune.with_parameters(trainable, cfg=cfg, agents=agents, experts=experts),
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
     )
     if restoring:

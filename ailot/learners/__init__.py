@@ -60,6 +60,18 @@ def get_learner(name: str) -> type:
     return LEARNERS[name]
 
 
+def rllib_names() -> tuple[str, ...]:
+    """RLlib's offline learners, trained through ailot.learners.rllib (torch only when trained)."""
+    from ailot.learners.rllib import SWEEP_LEARNERS
+
+    return SWEEP_LEARNERS
+
+
+def names() -> tuple[str, ...]:
+    """Every learner a sweep can name: this registry's and RLlib's."""
+    return (*LEARNERS, *rllib_names())
+
+
 def expert_input(name: str) -> str | None:
     """What learner `name` reads of the expert set: None, "states" or "transitions" (RLlib learners: None)."""
     if name.startswith("rllib_"):
