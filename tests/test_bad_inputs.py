@@ -280,7 +280,7 @@ def _(c):
 
 # checkpoints
 def small_bc(**over):  # BC: the cheapest learner to create; the checkpoint code is shared by all
-    return learners.BC.create(0, 2, 2, learners.make_config("bc", {"hidden_dims": [8, 8], **over}))
+    return learners.get_learner("bc").create(0, 2, 2, learners.make_config("bc", {"hidden_dims": [8, 8], **over}))
 
 
 case("checkpoint-learner-missing", r"learner checkpoint '.*missing\.msgpack': does not exist")(

@@ -99,7 +99,7 @@ def test_iql_value_converges_to_the_empirical_expectile_of_q():
     obs = np.tile([[0.3, -0.2]], (4096, 1))
     data = one_step_data(obs, actions, q_true)
     cfg = learners.make_config("iql", {**SMALL, "expectile": tau, "critic_lr": 3e-3, "value_lr": 1e-3, "tau": 0.05})
-    learner = learners.IQL.create(0, 2, 1, cfg)
+    learner = learners.get_learner("iql").create(0, 2, 1, cfg)
     learner, _ = learners.train(learner, data, num_steps=3000, batch_size=256, chunk=1000)
     v = float(learner.value.apply_fn({"params": learner.value.params}, jnp.asarray(obs[:1]))[0])
     target = empirical_expectile(q_true, tau)
@@ -144,7 +144,7 @@ def test_diffusion_ql_samples_inside_bounds_and_its_denoiser_learns_the_conditio
     data = one_step_data(obs, f(obs) + 0.02 * rng.normal(size=(n, 2)), np.zeros(n))
     cfg = learners.make_config("diffusion_ql", {"hidden_dims": [64, 64], "eta": 0.0, "lr": 1e-3, "time_dim": 8,
                                                 "num_action_samples": 8})
-    learner = learners.DiffusionQL.create(0, 3, 2, cfg, action_low=low, action_high=high)
+    learner = learners.get_learner("diffusion_ql").create(0, 3, 2, cfg, action_low=low, action_high=high)
     test_obs = rng.uniform(-1, 1, (512, 3)).astype(np.float32)
     untrained = np.asarray(learner.sample(learner.actor.params, jnp.asarray(test_obs), jax.random.PRNGKey(2)))
     assert np.all(untrained >= low) and np.all(untrained <= high) and untrained.std(axis=0).min() > 1e-3
@@ -167,7 +167,7 @@ def test_diffusion_ql_argmax_selection_picks_the_highest_q_candidate():
     actions = rng.uniform(-1, 1, (n, 2))
     data = one_step_data(obs, actions, actions.sum(axis=1))
     cfg = learners.make_config("diffusion_ql", SMALL_DQL)
-    learner = learners.DiffusionQL.create(0, 2, 2, cfg)
+    learner = learners.get_learner("diffusion_ql").create(0, 2, 2, cfg)
     learner, _ = learners.train(learner, data, num_steps=400, batch_size=128, chunk=200)
     test_obs = jnp.asarray(rng.uniform(-1, 1, (256, 2)), jnp.float32)
     plain = np.asarray(learner.sample(learner.actor.params, test_obs, jax.random.PRNGKey(0))).sum(axis=1)
@@ -196,13 +196,14 @@ def test_save_load_continue_is_bit_identical(name, tmp_path):
 
 
 def test_load_rejects_a_checkpoint_of_another_shape_or_kind(tmp_path):
-    iql = learners.IQL.create(0, 2, 2, learners.make_config("iql", SMALL))
+    iql = learners.get_learner("iql").create(0, 2, 2, learners.make_config("iql", SMALL))
     learners.save(iql, tmp_path / "iql.msgpack")
-    narrow = learners.IQL.create(0, 2, 2, learners.make_config("iql", {"hidden_dims": [16, 16]}))
+    narrow = learners.get_learner("iql").create(0, 2, 2, learners.make_config("iql", {"hidden_dims": [16, 16]}))
     with pytest.raises(AilotInputError, match="shape"):
         learners.load(tmp_path / "iql.msgpack", narrow)
     with pytest.raises(AilotInputError, match="IQL"):
-        learners.load(tmp_path / "iql.msgpack", learners.BC.create(0, 2, 2, learners.make_config("bc", SMALL)))
+        bc = learners.get_learner("bc").create(0, 2, 2, learners.make_config("bc", SMALL))
+        learners.load(tmp_path / "iql.msgpack", bc)
     (tmp_path / "junk.msgpack").write_bytes(b"not a checkpoint")
     with pytest.raises(AilotInputError, match="checkpoint"):
         learners.load(tmp_path / "junk.msgpack", iql)
@@ -229,14 +230,15 @@ def test_train_chunk_matches_single_updates(name):
 
 
 def test_train_runs_the_remainder_chunk():
-    learner = learners.BC.create(0, 2, 2, learners.make_config("bc", SMALL))
+    learner = learners.get_learner("bc").create(0, 2, 2, learners.make_config("bc", SMALL))
     learner, info = learners.train(learner, point_mass(256), num_steps=25, batch_size=16, chunk=10)
     assert int(learner.step) == 25
     assert info["actor/actor_loss"].shape == (3,)
 
 
 def test_iql_act_is_the_clipped_policy_mean_and_sampling_is_noisy():
-    learner = learners.IQL.create(0, 2, 2, learners.make_config("iql", SMALL), action_low=-0.1, action_high=0.1)
+    learner = learners.get_learner("iql").create(0, 2, 2, learners.make_config("iql", SMALL), action_low=-0.1,
+                                                 action_high=0.1)
     obs = jnp.asarray(np.random.default_rng(0).normal(size=(64, 2)) * 5, jnp.float32)
     mean, _ = learner.actor.apply_fn({"params": learner.actor.params}, obs)
     det = learners.act(learner, obs, jax.random.PRNGKey(0))
@@ -259,7 +261,8 @@ def test_family_presets_and_overrides():
         return {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
 
     for layer_norm in (False, True):
-        iql = learners.IQL.create(0, 3, 2, learners.make_config("iql", {**SMALL, "layer_norm": layer_norm}))
+        iql = learners.get_learner("iql").create(0, 3, 2,
+                                                 learners.make_config("iql", {**SMALL, "layer_norm": layer_norm}))
         for net in (iql.value, iql.critic):  # V and Q get LayerNorm, the policy never does
             assert any("LayerNorm" in n for n in layer_names(net.params)) == layer_norm
         assert not any("LayerNorm" in n for n in layer_names(iql.actor.params))
@@ -305,7 +308,7 @@ def test_non_finite_rewards_are_refused(bad):
 
 
 def test_training_data_of_the_wrong_shape_is_refused():
-    learner = learners.BC.create(0, 2, 2, learners.make_config("bc", SMALL))
+    learner = learners.get_learner("bc").create(0, 2, 2, learners.make_config("bc", SMALL))
     data = point_mass(64)
     with pytest.raises(AilotInputError, match="observations"):
         learners.train(learner, {**data, "observations": data["observations"][:, :1]}, 1, 8)
@@ -381,7 +384,7 @@ def test_check_action_dims_against_a_box_space():
     space = gym.spaces.Box(-2.0, 2.0, (3,), np.float32)
     low, high = learners.check_action_dims(space, 3)
     np.testing.assert_array_equal(low, -2 * np.ones(3))
-    learner = learners.BC.create(0, 2, 3, learners.make_config("bc", SMALL), low, high)
+    learner = learners.get_learner("bc").create(0, 2, 3, learners.make_config("bc", SMALL), low, high)
     assert np.all(np.asarray(learners.act(learner, jnp.ones((4, 2)) * 100, jax.random.PRNGKey(0))) <= 2.0)
     with pytest.raises(AilotInputError, match="dimension 2"):
         learners.check_action_dims(space, 2)

@@ -24,7 +24,7 @@ from ailot.data.episodes import bucket_length, length_buckets, pad_batch, unpad
 from ailot.data.generate import generate_pointmaze
 from ailot.errors import AilotInputError
 from ailot.intents import ICVFConfig
-from ailot.learners import IQLConfig
+from ailot.learners.iql import IQLConfig
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -17,19 +17,18 @@ import numpy as np
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
 from ailot.labellers.base import Labeller, Setting, check_finite, expert_set
-from ailot.labellers.oril import ORIL
-from ailot.labellers.ot import AILOT, OTR, bucket_plan, expert_trajectories, solves_per_compile, split_like
-from ailot.labellers.reference import TrueReward, ZeroReward
-from ailot.labellers.sqil import SQIL
+from ailot.labellers.ot import bucket_plan, expert_trajectories, solves_per_compile, split_like
+from ailot.registry import Registry
 
-LABELLERS: dict[str, type[Labeller]] = {
-    "ailot": AILOT,
-    "otr": OTR,
-    "true": TrueReward,
-    "zero": ZeroReward,
-    "oril": ORIL,
-    "sqil": SQIL,
-}
+# name -> "module:Class" in this package: a labeller is its file plus one line here
+LABELLERS: Registry = Registry(__name__, {
+    "ailot": "ot:AILOT",
+    "otr": "ot:OTR",
+    "true": "reference:TrueReward",
+    "zero": "reference:ZeroReward",
+    "oril": "oril:ORIL",
+    "sqil": "sqil:SQIL",
+})
 
 
 def get(name: str) -> type[Labeller]:

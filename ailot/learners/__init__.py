@@ -34,23 +34,18 @@ from ailot.learners.base import (
     train,
     value_bound,
 )
-from ailot.learners.bc import BC, BCConfig
-from ailot.learners.bc_expert import BCExpert
-from ailot.learners.diffusion_ql import DiffusionQL, DiffusionQLConfig
-from ailot.learners.dwbc import DWBC, DWBCConfig
-from ailot.learners.iq_learn import IQLearn, IQLearnConfig
-from ailot.learners.iql import IQL, IQLConfig
-from ailot.learners.smodice import SMODICE, SMODICEConfig
+from ailot.registry import Registry
 
-LEARNERS: dict[str, type] = {
-    "iql": IQL,
-    "bc": BC,
-    "diffusion_ql": DiffusionQL,
-    "smodice": SMODICE,
-    "dwbc": DWBC,
-    "iq_learn": IQLearn,
-    "bc_expert": BCExpert,
-}
+# name -> "module:Class" in this package: a learner is its file plus one line here (RLlib's: ailot.learners.rllib)
+LEARNERS: Registry = Registry(__name__, {
+    "iql": "iql:IQL",
+    "bc": "bc:BC",
+    "diffusion_ql": "diffusion_ql:DiffusionQL",
+    "smodice": "smodice:SMODICE",
+    "dwbc": "dwbc:DWBC",
+    "iq_learn": "iq_learn:IQLearn",
+    "bc_expert": "bc_expert:BCExpert",
+})
 
 
 def get_learner(name: str) -> type:
@@ -126,21 +121,8 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, task_family:
 
 
 __all__ = [
-    "BC",
-    "DWBC",
-    "IQL",
     "LEARNERS",
-    "SMODICE",
-    "BCConfig",
-    "BCExpert",
-    "DWBCConfig",
-    "DiffusionQL",
-    "DiffusionQLConfig",
-    "IQLConfig",
-    "IQLearn",
-    "IQLearnConfig",
     "Learner",
-    "SMODICEConfig",
     "act",
     "check_action_dims",
     "check_expert_input",
