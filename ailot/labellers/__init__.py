@@ -17,14 +17,18 @@ import numpy as np
 from ailot.data.episodes import Episodes
 from ailot.errors import AilotInputError
 from ailot.labellers.base import Labeller, Setting, check_finite, expert_set
+from ailot.labellers.clue import CLUE
 from ailot.labellers.ot import AILOT, OTR, bucket_plan, expert_trajectories, solves_per_compile, split_like
 from ailot.labellers.reference import TrueReward, ZeroReward
+from ailot.labellers.seabo import SEABO
 
 LABELLERS: dict[str, type[Labeller]] = {
     "ailot": AILOT,
     "otr": OTR,
     "true": TrueReward,
     "zero": ZeroReward,
+    "seabo": SEABO,
+    "clue": CLUE,
 }
 
 

@@ -109,6 +109,11 @@ class Labeller:
         return {k: s.default for k, s in cls.settings.items()}
 
     @classmethod
+    def reads_expert_actions(cls, setting: dict[str, Any]) -> bool:
+        """Whether this setting reads the expert's actions (labellers whose modes differ override this)."""
+        return cls.uses_expert_actions
+
+    @classmethod
     def reward_setting(cls, setting: dict[str, Any]) -> dict[str, Any]:
         """The part of a setting that determines the rewards (what goes into the cache key)."""
         out = {"labeller": cls.name}
