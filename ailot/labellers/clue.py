@@ -178,7 +178,10 @@ class CLUE(Labeller):
     uses_expert_actions: ClassVar[bool] = False  # input sa only: see reads_expert_actions
     settings = {
         "input": Setting("sa", "choice", choices=INPUTS),  # sa: CLUE's (s, a); ss: our state-only variant
-        "steps": Setting(20_000, "int"),  # ours: CVAE updates, a labelling budget (~1 min on 2 CPU cores)
+        # ours: CVAE updates. On the generated 100k UMaze, 5k ranked episodes by return better than 20k (Spearman
+        # of summed reward 0.34 / 0.38 for sa / ss, two seeds within 0.002, against 0.32 / 0.33) in a quarter of
+        # the time (6-13 ms an update on a shared 2-core CPU)
+        "steps": Setting(5_000, "int"),
         "latent_dim": Setting(16, "int"),  # ours (BCQ uses 2 * action_dim: 4 on PointMaze, 6 on hopper)
         "hidden_dims": Setting((256, 256), "ints"),  # ours: IQL-sized MLPs (BCQ's VAE has 750, 750)
         "lr": Setting(1e-3),  # BCQ.py: torch.optim.Adam(self.vae.parameters()), default lr 1e-3

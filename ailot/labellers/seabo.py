@@ -9,11 +9,13 @@ states only after the rewards are computed) and divides the raw distance by the 
 or the state-only (s, s') (`ss`).
 
 Search: scipy's cKDTree, as SEABO (scipy.spatial.KDTree, the same implementation), exact in float64. Measured
-against a chunked brute-force search (numpy BLAS or jitted JAX, argmin of |e|^2 - 2 q.e) on 2 CPU cores, time
-for 10^5 queries including the tree build: UMaze-sized (d = 4+2+4, one expert episode of ~300 transitions)
-cKDTree 0.20 s, numpy 0.14 s, JAX 0.15 s; hopper-sized (d = 11+3+11, 1000 expert transitions) cKDTree 0.43 s,
-numpy 0.32 s, JAX 0.67 s; with 10 expert episodes cKDTree 0.46 s / 1.4 s and brute force 1.9-2.1 s / 6.6-15 s.
-Brute force wins by < 0.1 s on one episode and loses 4-10x as the expert set grows, so the tree it is.
+against a chunked brute-force search (numpy BLAS or jitted JAX, argmin of |e|^2 - 2 q.e, then the exact distance),
+time for 10^5 queries including the tree build, twice on a shared 2-core CPU (load 3-11, so ranges):
+    UMaze-sized, d = 4+2+4, 300 expert transitions:  cKDTree 0.20-0.72 s, numpy 0.14-0.57 s, JAX 0.15-0.63 s
+    the same with 3000 (10 expert episodes):          cKDTree 0.46-2.7 s,  numpy 1.9-3.7 s,   JAX 2.1-7.0 s
+    hopper-sized, d = 11+3+11, 1000 transitions:      cKDTree 0.43-1.3 s,  numpy 0.32-1.2 s,  JAX 0.67-2.3 s
+    the same with 10000:                              cKDTree 1.4-3.5 s,   numpy 6.6-9.4 s,   JAX 15-25 s
+Brute force is level on one expert episode and 3-7x slower as the expert set grows, so the tree it is.
 """
 
 from __future__ import annotations
