@@ -28,6 +28,8 @@ LABELLERS: Registry = Registry(__name__, {
     "zero": "reference:ZeroReward",
     "oril": "oril:ORIL",
     "sqil": "sqil:SQIL",
+    "seabo": "seabo:SEABO",
+    "clue": "clue:CLUE",
 })
 
 
