@@ -182,11 +182,16 @@ def _unregistered_checkpoint(registered_step: int) -> Path | None:
     return best[1] if best else None
 
 
-def _request_gpus(n: int) -> None:
-    """Ask the autoscaler for n one-GPU bundles (0 withdraws the request); a no-op without an autoscaler."""
+def _request_resources(bundles: list[dict]) -> None:
+    """Ask the autoscaler for these bundles, replacing any earlier request ([] withdraws it); a no-op without one."""
     from ray.autoscaler.sdk import request_resources
 
-    request_resources(bundles=[{"GPU": 1, "CPU": 1}] * n)
+    request_resources(bundles=bundles)
+
+
+def _request_gpus(n: int) -> None:
+    """Ask the autoscaler for n one-GPU bundles (0 withdraws the request)."""
+    _request_resources([{"GPU": 1, "CPU": 1}] * n)
 
 
 def _relabel_pool(cfg: SweepConfig):
@@ -244,10 +249,11 @@ def _amount(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU"))
 
 
-def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> None:
+def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> bool:
     """Some node of the cluster can run a trial ({CPU: cpus_per_trial, GPU: gpus_per_trial}) and the one-CPU
     tasks of stages 2-3; else Tune would wait forever. A fixed-size Ray (`fixed`; None: one this process started)
-    is refused at once; a cluster that may grow is asked for such a node and given resources.scale_timeout_s."""
+    is refused at once; a cluster that may grow is asked for such a node and given resources.scale_timeout_s.
+    True when the autoscaler was asked (and the node came): the caller withdraws the request at the end."""
     import ray
 
     res = cfg.resources
@@ -261,7 +267,7 @@ def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> None:
         return max(nodes(), key=lambda r: (r.get("GPU", 0) >= need["GPU"], r.get("CPU", 0)), default={})
 
     if any(_fits(need, r) for r in nodes()):
-        return
+        return False
     if fixed is None:
         node = getattr(ray._private.worker, "_global_node", None)  # started by ray.init() here, not connected to
         fixed = bool(getattr(node, "head", False))
@@ -270,20 +276,17 @@ def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> None:
                               f"largest node has {_amount(largest())}, so no trial could ever start",
                               "lower resources.cpus_per_trial / gpus_per_trial, or give Ray more (--num-cpus, a GPU "
                               "machine, or --address of a cluster that has them)")
-    from ray.autoscaler.sdk import request_resources
-
     log.warning("no node has %s for a trial (largest: %s); asked the autoscaler for one, waiting up to %.0fs "
                 "(resources.scale_timeout_s)", _amount(need), _amount(largest()), res.scale_timeout_s)
-    request_resources(bundles=[{k: v for k, v in need.items() if v}])
-    try:
-        deadline = time.time() + res.scale_timeout_s
-        while time.time() < deadline:
-            time.sleep(min(2.0, res.scale_timeout_s))
-            if any(_fits(need, r) for r in nodes()):
-                log.info("  a node with %s joined", _amount(need))
-                return
-    finally:
-        request_resources(bundles=[])  # Tune's own demand keeps the node while trials need it
+    # kept until the sweep ends, so that the node does not go idle before stage 2 or 4 asks for it
+    _request_resources([{k: v for k, v in need.items() if v}])
+    deadline = time.time() + res.scale_timeout_s
+    while time.time() < deadline:
+        time.sleep(min(2.0, res.scale_timeout_s))
+        if any(_fits(need, r) for r in nodes()):
+            log.info("  a node with %s joined", _amount(need))
+            return True
+    _request_resources([])
     raise AilotInputError(f"config key {key!r}", f"a trial needs {_amount(need)}, and in {res.scale_timeout_s:.0f}s "
                           f"no node that large joined the cluster (largest: {_amount(largest())})",
                           "lower resources.cpus_per_trial / gpus_per_trial, or add a node type that large to the "
@@ -354,19 +357,22 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     good or were left unfinished (interrupted)."""
     check_paths(cfg)
     with run_lock(cfg):
-        return _run_sweep(cfg, resume=resume, progress=progress, plots=plots, pairs=pairs, fixed_cluster=fixed_cluster)
+        # before any pretraining or relabelling: a trial no node can hold would otherwise wait forever in stage 4
+        asked = check_schedulable(cfg, fixed_cluster)
+        try:
+            return _run_sweep(cfg, resume=resume, progress=progress, plots=plots, pairs=pairs)
+        finally:
+            if asked:
+                _request_resources([])  # the trials are over: the node asked for may go
 
 
-def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, pairs: dict | None,
-               fixed_cluster: bool | None) -> str:
+def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, pairs: dict | None) -> str:
     import ray
     from ray import tune
 
     run_dir = storage.absolute(cfg.run_dir)
     cache = ArrayCache(str(storage.join(cfg.cache_dir, "rewards")))
     storage.makedirs(run_dir)
-    # before any pretraining or relabelling: a trial no node can hold would otherwise wait forever in stage 4
-    check_schedulable(cfg, fixed_cluster)
 
     # 1. datasets (generated here when missing and the config says how)
     log.info("stage 1/5: datasets")
@@ -456,13 +462,13 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
         tune.with_parameters(trainable, cfg=cfg, agents=agents),
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
     )
-    outcome = _Outcome()
+    outcome = _Outcome({pipeline.trial_id(p["trial"]) for p in todo})
     if resume and tune.Tuner.can_restore(experiment):
         log.info("  resuming the trials in %s", experiment)
         _fit(tune.Tuner.restore(experiment, trainable=fn, resume_errored=True), outcome, cfg.train.steps)
         # trials this config gained after that experiment started are not in it: they run next
         todo = [p for p in todo if pipeline.trial_id(p["trial"]) not in outcome.seen]
-    if todo and not outcome.unfinished:
+    if todo and not outcome.stopped:
         tuner = tune.Tuner(
             fn,
             param_space={"t": tune.grid_search(todo)},
@@ -490,20 +496,27 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
         for p in results.write_figures(df, cfg.figures_dir, geometry):
             log.info("  figure %s", p)
     summary = results.format_summary(results.summarize(df))
-    if outcome.failed or outcome.unfinished:
-        raise SweepIncomplete(outcome.failed, outcome.unfinished, interrupted=bool(outcome.unfinished),
+    unfinished = outcome.unfinished()
+    if outcome.failed or unfinished:
+        raise SweepIncomplete(list(outcome.failed.values()), unfinished, interrupted=bool(unfinished),
                               written=f"the {len(df)} rows of finished evaluations are in {path}", summary=summary)
     return summary
 
 
 class _Outcome:
-    """What the Tune runs of one sweep left: rows per trial, trials failed for good, trials left unfinished."""
+    """What the Tune runs of one sweep left: rows per trial, trials finished, failed for good, or neither."""
 
-    def __init__(self):
+    def __init__(self, expected: set[str]):
+        self.expected = set(expected)  # the trials to run; a restored experiment's are added as they are seen
         self.frames: list[pd.DataFrame] = []
-        self.failed: list[str] = []  # '<trial id> (<what>): <error>'
-        self.unfinished: list[str] = []  # neither done nor failed: the run was interrupted
+        self.finished: set[str] = set()
+        self.failed: dict[str, str] = {}  # trial id -> '<trial id> (<what>): <error>'
         self.seen: set[str] = set()
+        self.stopped = False  # a Tune run returned with trials neither finished nor failed: it was interrupted
+
+    def unfinished(self) -> list[str]:
+        """Neither finished nor failed: the run was interrupted (Tune had not even created some of them)."""
+        return sorted(self.expected - self.finished - set(self.failed))
 
 
 def _fit(tuner, outcome: _Outcome, steps: int) -> None:
@@ -511,6 +524,7 @@ def _fit(tuner, outcome: _Outcome, steps: int) -> None:
         trial = ((result.config or {}).get("t") or {}).get("trial")
         tid = pipeline.trial_id(trial) if trial else "?"
         outcome.seen.add(tid)
+        outcome.expected.add(tid)
         rows = []
         if result.checkpoint is not None:
             with result.checkpoint.as_directory() as d:
@@ -519,10 +533,11 @@ def _fit(tuner, outcome: _Outcome, steps: int) -> None:
             outcome.frames.append(pd.DataFrame(rows))
         if result.error is not None:
             what = f"{trial['labeller']['labeller']} + {trial['learner']}, seed {trial['seed']}" if trial else "?"
-            outcome.failed.append(f"{tid} ({what}): {_error_line(result.error)}")
+            outcome.failed[tid] = f"{tid} ({what}): {_error_line(result.error)}"
             log.warning("trial %s failed for good: %s", tid, _error_line(result.error))
-        elif not rows or rows[-1]["step"] < steps:
-            outcome.unfinished.append(tid)
+        elif rows and rows[-1]["step"] >= steps:
+            outcome.finished.add(tid)
+    outcome.stopped = bool(outcome.seen - outcome.finished - set(outcome.failed))
 
 
 def _error_line(error: BaseException) -> str:

@@ -255,6 +255,15 @@ def test_second_run_of_a_sweep_is_refused_while_the_first_holds_its_directory(ra
         pass
 
 
+def test_no_lock_on_an_object_store_is_said_and_the_run_goes_on(pointmaze_umaze, caplog):
+    from ailot import sweep
+
+    cfg = sweep_config_from_dict(sweep_raw(f"memory://lock-{os.getpid()}/results", pointmaze_umaze, "nolock"))
+    with caplog.at_level("WARNING", logger="ailot.sweep"), sweep.run_lock(cfg):
+        pass
+    assert "is not a local filesystem: no lock can be taken there" in caplog.text
+
+
 # ------------------------------------------------------------- 2: export --overwrite
 
 

@@ -6,6 +6,9 @@
 
 Pretraining and relabelling are content-addressed under <storage>/<name>/cache, so they run once per
 unique input; finished trials are never rerun on --resume.
+
+Exit status: 0 every trial finished; 1 trials failed for good (named, after the other rows are written); 2 bad input
+(one line, before any work); 130 interrupted (rows finished so far written; the --resume command printed).
 """
 
 from __future__ import annotations
