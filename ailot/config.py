@@ -172,13 +172,37 @@ def _reward_free(learner: str) -> bool:
     return learners.reward_free(learner)
 
 
+# PyYAML (YAML 1.1) reads 1e-2 and 1e5 as strings: a float needs a dot there. Numbers written that way are taken
+# as numbers wherever the config takes one.
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value) -> Any:
+    """`value` as a float when it is a string that spells a number (e.g. '1e-2'), else unchanged."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _numbers_in(mapping: dict) -> dict:
+    """A learner's or ICVF's settings with number strings as numbers (whole ones as ints), lists included."""
+    def fix(v):
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        n = _number(v)
+        return int(n) if n is not v and math.isfinite(n) and n == int(n) and "." not in v else n
+
+    return {k: fix(v) for k, v in mapping.items()}
+
+
 def _positive(key: str, value, kind=int, allow_zero=False) -> Any:
+    given, value = value, _number(value)
     # NaN passes every comparison below and inf breaks int(); neither is a usable setting
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
             kind is int and value != int(value)):
-        raise _error(key, f"must be a finite {'whole ' if kind is int else ''}number, got {value!r}", "give a number")
+        raise _error(key, f"must be a finite {'whole ' if kind is int else ''}number, got {given!r}", "give a number")
     if value < 0 or (value == 0 and not allow_zero):
-        raise _error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", "give a positive value")
+        raise _error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {given!r}", "give a positive value")
     return kind(value)
 
 
@@ -249,7 +273,7 @@ def _datasets_from(raw) -> tuple[DatasetConfig, ...]:
                 raise _error(f"datasets[{i}].{key}", f"must be a string, got {entry[key]!r}", "quote it in the YAML")
         if entry.get("name") and not _SAFE_NAME.match(entry["name"]):  # it names result files and figures
             raise _error(f"datasets[{i}].name", f"got {entry['name']!r}", "use letters, digits, '.', '_' or '-'")
-        _check_generate(f"datasets[{i}].generate", entry.get("generate"))
+        entry = {**entry, "generate": _check_generate(f"datasets[{i}].generate", entry.get("generate"))}
         if entry.get("generate"):  # the ids its generate block makes must be the ones the entry loads
             from ailot.data.generate import ids_of
 
@@ -282,22 +306,63 @@ def _check_dataset_spec(key: str, spec: str) -> None:
         raise _error(key, f"{spec!r} {exc.problem}", exc.fix) from None
 
 
-def _check_generate(key: str, generate) -> None:
-    """The generate settings are ailot.data.generate.generate_pointmaze arguments: check names, the maze and its
-    map (rows, one reachable goal) now, not after the sweep has started."""
+def _check_generate(key: str, generate) -> dict | None:
+    """The generate settings are ailot.data.generate.generate_pointmaze arguments: check names, values, the maze
+    and its map (rows, one reachable goal) now, not after the sweep has started."""
     if generate is None:
-        return
+        return None
     import inspect
 
     from ailot.data.generate import generate_pointmaze
     from ailot.data.maze import maze_task
 
-    allowed = list(inspect.signature(generate_pointmaze).parameters)
-    _check_keys(key, generate, allowed)
+    params = inspect.signature(generate_pointmaze).parameters
+    _check_keys(key, generate, list(params))
+    generate = dict(generate)
     try:
         maze_task(generate.get("maze"), generate.get("maze_map"))
     except AilotInputError as exc:  # what: 'maze' or 'maze_map'
         raise _error(f"{key}.{exc.what}", exc.problem, exc.fix) from None
+    # values by the type of each argument's default, so that a bad one fails now, not when the data is missing
+    for name, value in generate.items():
+        default, where = params[name].default, f"{key}.{name}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _error(where, f"expected true or false, got {value!r}", "write true or false")
+        elif isinstance(default, (int, float)):
+            allow_zero = name in _GENERATE_ZERO_OK
+            generate[name] = _positive(where, value, type(default), allow_zero=allow_zero)
+            if name == "random_fraction" and generate[name] > 1:
+                raise _error(where, f"must be a fraction in [0, 1], got {value!r}", "give a value from 0 to 1")
+        elif name == "root" and value is not None and not isinstance(value, str):
+            raise _error(where, f"must be a path, got {value!r}", "give a directory path or leave it out")
+    if generate.get("min_length", 100) > generate.get("max_length", 500):
+        raise _error(f"{key}.min_length", f"{generate.get('min_length', 100)} > max_length "
+                     f"{generate.get('max_length', 500)}", "give min_length <= max_length")
+    return generate
+
+
+# generate_pointmaze arguments for which 0 makes sense (the rest must be > 0)
+_GENERATE_ZERO_OK = ("seed", "max_dwell", "expert_noise", "agent_noise", "random_fraction", "position_noise")
+
+
+# Beyond these a trial cannot run: it runs out of memory (a batch of 10^12, 10^11 evaluation steps listed) or
+# would take months. The batch is checked against each dataset's size once the datasets are loaded.
+TRAIN_LIMITS = {"steps": 10**9, "batch_size": 10**7, "eval_episodes": 10**5, "eval_envs": 1024}
+MAX_EVALUATIONS = 10**4
+
+
+def _check_train_limits(train: TrainConfig) -> None:
+    for key, limit in TRAIN_LIMITS.items():
+        value = getattr(train, key)
+        if value > limit:
+            raise _error(f"train.{key}", f"{value:,} is beyond what a trial can run (at most {limit:,})",
+                         f"give train.{key} <= {limit:,}")
+    evaluations = -(-train.steps // train.eval_every)
+    if evaluations > MAX_EVALUATIONS:
+        raise _error("train.eval_every", f"{train.eval_every:,} makes {evaluations:,} evaluations of "
+                     f"{train.steps:,} steps (at most {MAX_EVALUATIONS:,})",
+                     f"give train.eval_every >= {-(-train.steps // MAX_EVALUATIONS):,}")
 
 
 def _check_learners(learners: dict, families: set[str], steps: int) -> None:
@@ -365,21 +430,25 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
         if v is not None and not isinstance(v, dict):
             raise _error(f"learners.{k}", f"expected a mapping, got {type(v).__name__}",
                          "write the learner's settings as key: value pairs (or {} for the defaults)")
-    learners = {k: dict(v or {}) for k, v in learners_raw.items()}
+    learners = {k: _numbers_in(dict(v or {})) for k, v in learners_raw.items()}
     seeds = tuple(_as_list(raw.get("seeds", [0])))
     if not seeds:
         raise _error("seeds", "is empty (the sweep would run no trial)", "give at least one seed, e.g. [0]")
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+        n = _number(s)
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n != int(n) or n < 0:
             raise _error("seeds", f"bad seed {s!r}", "give non-negative integers")
+    seeds = tuple(int(_number(s)) for s in seeds)
     if len(set(seeds)) != len(seeds):
         raise _error("seeds", "contains duplicates", "list each seed once")
-    storage = raw.get("storage", "runs")
-    if not isinstance(storage, str) or not storage:
-        raise _error("storage", f"got {storage!r}", "give a directory path or a URI")
+    store = raw.get("storage", "runs")
+    if not isinstance(store, str) or not store.strip():
+        raise _error("storage", f"got {store!r}", "give a directory path or a URI")
+    storage.check_scheme(store, "config key 'storage'")
     cache = raw.get("cache", "")
     if not isinstance(cache, str):
         raise _error("cache", f"got {cache!r}", "give a directory path or a URI, e.g. results/pointmaze-medium/cache")
+    storage.check_scheme(cache, "config key 'cache'")
     intents = raw.get("intents") or {}
     if not isinstance(intents, dict):
         raise _error("intents", "expected a mapping", "write ICVF settings as key: value pairs")
@@ -389,9 +458,9 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
         labellers=_labellers_from(raw.get("labellers") or {}),
         learners=learners,
         seeds=seeds,
-        storage=storage,
+        storage=store,
         cache=cache,
-        intents=dict(intents),
+        intents=_numbers_in(dict(intents)),
         train=_dataclass_from(TrainConfig, "train", raw.get("train")),
         resources=_dataclass_from(ResourcesConfig, "resources", raw.get("resources")),
     )
@@ -399,6 +468,7 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
         raise _error("train.eval_every", f"{cfg.train.eval_every} > train.steps {cfg.train.steps}",
                      "evaluate at most every train.steps updates")
     _check_expert_inputs(cfg)
+    _check_train_limits(cfg.train)
     # Learner and ICVF settings are checked by their own config classes (lazy: they import JAX).
     _check_learners(cfg.learners, {d.task_family for d in cfg.datasets}, cfg.train.steps)
     if any(labeller_registry.get(n).uses_encoder for n in cfg.labellers) or cfg.intents:

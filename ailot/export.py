@@ -133,6 +133,28 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise AilotInputError(f"output path {str(out)!r}", "is a file, not a directory",
                               "choose a directory path for --out")
+    if out.exists():
+        _check_previous_export(out)
+
+
+def _check_previous_export(out: Path) -> None:
+    """--overwrite replaces only what an export wrote: a directory holding nothing but part-*.parquet files whose
+    metadata says this format (or nothing at all). Anything else there (a sweep's storage, figures, a cache) would
+    be deleted with it, so it is refused."""
+    import pyarrow.parquet as pq
+
+    what = f"output directory {str(out)!r}"
+    fix = "choose a new --out path; --overwrite replaces only a directory an earlier export wrote"
+    for entry in sorted(out.iterdir()):
+        if not (entry.is_file() and not entry.is_symlink() and entry.name.startswith("part-")
+                and entry.suffix == ".parquet"):
+            raise AilotInputError(what, f"is not an earlier export: it holds {entry.name!r}", fix)
+        try:
+            meta = json.loads((pq.read_schema(entry).metadata or {})[METADATA_KEY])
+        except Exception:  # not Parquet, no or bad ailot metadata: not ours
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise AilotInputError(what, f"is not an earlier export: {entry.name!r} is not an ailot export file", fix)
 
 
 def export_dataset(
@@ -220,6 +242,7 @@ def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
         if not overwrite:  # appeared while we were writing
             raise AilotInputError(f"output directory {str(out)!r}", "was created while exporting",
                                   "choose a new --out path, or pass --overwrite")
+        _check_previous_export(out)  # again: it may have changed while we were writing
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
         os.rename(out, old)
         os.rename(tmp, out)
@@ -364,10 +387,15 @@ def export_from_config(
     """Rewards of one labeller setting of a sweep config (a path or SweepConfig), cached or computed, exported."""
     import dataclasses
 
+    from ailot import storage as storage_paths
     from ailot.config import SweepConfig, load_sweep_config
 
     cfg = config if isinstance(config, SweepConfig) else load_sweep_config(config)
-    if storage:
+    if storage is not None:
+        if not str(storage).strip():
+            raise AilotInputError("--storage", "is empty", "give the sweep's storage directory or URI, or leave the "
+                                  f"flag out to use the config's ({cfg.storage!r})")
+        storage_paths.check_scheme(storage, "--storage")
         cfg = dataclasses.replace(cfg, storage=storage)
     setting = select_setting(cfg, labeller, overrides)
     _check_out_dir(Path(out_dir), overwrite)  # before any relabelling

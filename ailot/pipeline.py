@@ -64,12 +64,23 @@ def load_pair(ds: DatasetConfig, progress: bool = True) -> tuple[Episodes, Episo
 
 def check_env(agent: Episodes, ds: DatasetConfig) -> None:
     """The evaluation env exists and fits the data's actions and observations (once, at load)."""
+    from ailot.envs import env_spec_from
     from ailot.evaluate import check_env as check_env_fits
 
     spec = agent.env_spec or ds.env
     what = f"dataset {agent.dataset_id!r}"
     if spec is None:
         raise AilotInputError(what, "has no evaluation environment", "set datasets[].env to a gymnasium id")
+    if ds.env is not None:  # never ignored: it must exist, and agree with the environment the data names
+        try:
+            wanted = env_spec_from(ds.env).id
+        except AilotInputError as exc:
+            raise AilotInputError(f"datasets[].env of {ds.label!r}", f"{ds.env!r} is {exc.problem}", exc.fix) from None
+        named = env_spec_from(agent.env_spec).id if agent.env_spec else wanted
+        if named != wanted:
+            raise AilotInputError(f"datasets[].env of {ds.label!r}", f"{ds.env!r} is not the environment the data "
+                                  f"names ({named!r}), which evaluation uses",
+                                  f"leave env out for this dataset, or set it to {named!r}")
     check_env_fits(spec, agent.action_dim, agent.obs_dim, agent.obs_keys, what=what)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -94,18 +95,22 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def merge_into(path: str | Path, rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+def merge_into(path: StoragePath, rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """Add rows to the Parquet at `path` (created when missing): read, `merge`, `write_atomic`, all under an
     exclusive lock on `.<name>.lock` beside it, so concurrent writers (threads or processes on one filesystem)
-    never lose each other's rows. Returns the merged rows."""
+    never lose each other's rows. Returns the merged rows. On a URI (no lock there) the same without the lock."""
     import fcntl
 
+    new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    if storage.is_uri(path):
+        df = merge([load(path) if storage.exists(path) else None, new])
+        write_atomic(df, path)
+        return df
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         old = load(path) if path.exists() else None
-        new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
         df = merge([old, new])
         write_atomic(df, path)
     return df
@@ -136,15 +141,45 @@ def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
 
 def load(path: StoragePath) -> pd.DataFrame:
     """Read a results file (a local path or a URI) into pandas."""
+    what = f"results file {str(path)!r}"
     if not storage.exists(path):
-        raise AilotInputError(f"results file {str(path)!r}", "does not exist",
+        raise AilotInputError(what, "does not exist",
                               "run a sweep first (python tune/sweep.py --config ...) or check the path")
-    # read whole, once: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
-    # replacing the file in between makes it read one file's footer against another's pages
-    df = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+    try:
+        # read whole, once: pyarrow given a path opens it more than once (footer, then pages), and a `write_atomic`
+        # replacing the file in between makes it read one file's footer against another's pages
+        data = storage.read_bytes(path)
+    except (IsADirectoryError, FileNotFoundError):
+        raise AilotInputError(what, "is a directory", "pass the <sweep>.parquet file inside storage") from None
+    except OSError as exc:
+        raise AilotInputError(what, f"cannot be read ({exc})", "check the path and its permissions") from None
+    if not data:
+        raise AilotInputError(what, "is empty (0 bytes)", "pass a results file a sweep wrote, or rerun the sweep")
+    try:
+        df = pd.read_parquet(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise AilotInputError(what, f"is not a Parquet file ({str(exc).splitlines()[0][:120]})",
+                              "pass a results file a sweep wrote (<storage>/<sweep>.parquet)") from None
     if "labeller" in df.columns:  # a results file: older ones predate the column, and all their methods were state-only
         df["expert_actions"] = (df["expert_actions"] if "expert_actions" in df.columns else pd.Series(
             False, index=df.index)).fillna(False).astype(bool)
+    return df
+
+
+# what summaries and plots read: a file without them was not written by a sweep
+NEEDED = ("trial_id", "dataset", "labeller", "learner", "seed", "step", "normalized_score")
+
+
+def check_results(df: pd.DataFrame, path: StoragePath) -> pd.DataFrame:
+    """`df` when it has the columns a summary and the plots need and at least one row; else a clear error."""
+    missing = [c for c in NEEDED if c not in df.columns]
+    if missing:
+        raise AilotInputError(f"results file {str(path)!r}", f"lacks the columns {missing} (it has "
+                              f"{list(df.columns)[:8]}), so no sweep wrote it",
+                              "pass a results file a sweep wrote (<storage>/<sweep>.parquet)")
+    if df.empty:
+        raise AilotInputError(f"results file {str(path)!r}", "holds no rows",
+                              "run the sweep until some trials finish (python tune/sweep.py --config ...)")
     return df
 
 
@@ -370,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     p_sum.add_argument("path")
     args = parser.parse_args(argv)
     try:
-        df = load(args.path)
+        df = check_results(load(args.path), args.path)
     except AilotInputError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "summary":
         print(format_summary(summarize(df)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -15,11 +16,58 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ailot.errors import AilotInputError
+
 StoragePath = Path | str
 
 
 def is_uri(path: StoragePath) -> bool:
     return "://" in str(path)
+
+
+def scheme(path: StoragePath) -> str | None:
+    """The URI scheme ('s3', 'memory', ...) or None for a local path."""
+    return str(path).split("://", 1)[0].lower() if is_uri(path) else None
+
+
+def check_scheme(path: StoragePath, what: str) -> None:
+    """Refuse a URI whose scheme fsspec does not know (cheap: imports nothing, touches nothing)."""
+    from fsspec.registry import known_implementations, registry
+
+    name = scheme(path)
+    if name is not None and name not in known_implementations and name not in registry:
+        raise AilotInputError(what, f"{str(path)!r} has an unknown URI scheme '{name}://'",
+                              "give a local directory or a URI fsspec knows (file://, s3://, gs://, memory://, ...)")
+
+
+def check_writable(path: StoragePath, what: str) -> None:
+    """Refuse, before any work, a storage path that cannot take files: an unknown scheme or one whose package is
+    missing, a local path that is (or lies under) a file, or a directory this process cannot write. A local path
+    is probed with a temporary file in its nearest existing directory, so nothing is created where it belongs;
+    remote stores are not contacted."""
+    check_scheme(path, what)
+    if is_uri(path):
+        try:
+            cls = fsspec.get_filesystem_class(scheme(path))
+        except ImportError as exc:  # e.g. s3fs, gcsfs not installed
+            raise AilotInputError(what, f"{str(path)!r} needs a package that is missing ({exc})",
+                                  "install it in the environment that runs the sweep, or use a local path") from None
+        if not issubclass(cls, LocalFileSystem):  # not instantiated: some connect when created
+            return
+        path = Path(_fs(path)[1])
+    here = Path(path).absolute()
+    while not here.exists() and not here.is_symlink():
+        here = here.parent
+    if not here.is_dir():
+        raise AilotInputError(what, f"{str(path)!r} is (or lies under) the file {str(here)!r}, not a directory",
+                              "give a directory path (or remove the file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ailot-write-probe-", dir=here)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise AilotInputError(what, f"{str(path)!r} cannot be written ({exc.strerror or exc} in {str(here)!r})",
+                              "give a directory you can write to") from None
 
 
 def join(root: StoragePath, *parts: str) -> StoragePath:

@@ -6,6 +6,7 @@ rerun or `--resume` repeats no pretraining, relabelling or finished trial.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 
 from ailot import cores, labellers, pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
+from ailot.errors import AilotInputError, SweepIncomplete
 
 log = logging.getLogger("ailot.sweep")
 ROWS_FILE = "rows.json"
@@ -179,11 +183,16 @@ def _unregistered_checkpoint(registered_step: int) -> Path | None:
     return best[1] if best else None
 
 
-def _request_gpus(n: int) -> None:
-    """Ask the autoscaler for n one-GPU bundles (0 withdraws the request); a no-op without an autoscaler."""
+def _request_resources(bundles: list[dict]) -> None:
+    """Ask the autoscaler for these bundles, replacing any earlier request ([] withdraws it); a no-op without one."""
     from ray.autoscaler.sdk import request_resources
 
-    request_resources(bundles=[{"GPU": 1, "CPU": 1}] * n)
+    request_resources(bundles=bundles)
+
+
+def _request_gpus(n: int) -> None:
+    """Ask the autoscaler for n one-GPU bundles (0 withdraws the request)."""
+    _request_resources([{"GPU": 1, "CPU": 1}] * n)
 
 
 class _LazyPool:
@@ -229,10 +238,152 @@ def _relabel_pool(cfg: SweepConfig):
     return pool
 
 
+# ---------------------------------------------------------------- checks before any work
+
+
+def check_paths(cfg: SweepConfig, storage_what: str = "config key 'storage'") -> None:
+    """The storage and cache can take files (local paths are probed, URI schemes checked): refused before the
+    datasets are loaded or Ray starts, not with a traceback after pretraining."""
+    storage.check_writable(cfg.storage, storage_what)
+    if cfg.cache:
+        storage.check_writable(cfg.cache, "config key 'cache'")
+
+
+def check_sizes(cfg: SweepConfig, pairs: dict) -> None:
+    """Batches that the loaded datasets can fill (right after loading, before Ray starts)."""
+    for label, (agent, _) in pairs.items():
+        n = agent.num_transitions
+        if cfg.train.batch_size > n:
+            raise AilotInputError("config key 'train.batch_size'", f"{cfg.train.batch_size:,} is larger than dataset "
+                                  f"{label!r} ({n:,} transitions)", f"give train.batch_size <= {n:,}")
+
+
+def _fits(bundle: dict[str, float], resources: dict[str, float]) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in bundle.items() if v)
+
+
+def _amount(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU"))
+
+
+def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> bool:
+    """Some node of the cluster can run a trial ({CPU: cpus_per_trial, GPU: gpus_per_trial}) and the one-CPU
+    tasks of stages 2-3; else Tune would wait forever. A fixed-size Ray (`fixed`; None: one this process started)
+    is refused at once; a cluster that may grow is asked for such a node and given resources.scale_timeout_s.
+    True when the autoscaler was asked (and the node came): the caller withdraws the request at the end."""
+    import ray
+
+    res = cfg.resources
+    need = {"CPU": max(1.0, res.cpus_per_trial), "GPU": res.gpus_per_trial}
+    key = "resources.gpus_per_trial" if res.gpus_per_trial else "resources.cpus_per_trial"
+
+    def nodes() -> list[dict[str, float]]:
+        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+    def largest() -> dict[str, float]:
+        return max(nodes(), key=lambda r: (r.get("GPU", 0) >= need["GPU"], r.get("CPU", 0)), default={})
+
+    if any(_fits(need, r) for r in nodes()):
+        return False
+    if fixed is None:
+        node = getattr(ray._private.worker, "_global_node", None)  # started by ray.init() here, not connected to
+        fixed = bool(getattr(node, "head", False))
+    if fixed:
+        raise AilotInputError(f"config key {key!r}", f"a trial needs {_amount(need)}, but this fixed-size local Ray's "
+                              f"largest node has {_amount(largest())}, so no trial could ever start",
+                              "lower resources.cpus_per_trial / gpus_per_trial, or give Ray more (--num-cpus, a GPU "
+                              "machine, or --address of a cluster that has them)")
+    log.warning("no node has %s for a trial (largest: %s); asked the autoscaler for one, waiting up to %.0fs "
+                "(resources.scale_timeout_s)", _amount(need), _amount(largest()), res.scale_timeout_s)
+    # kept until the sweep ends, so that the node does not go idle before stage 2 or 4 asks for it
+    _request_resources([{k: v for k, v in need.items() if v}])
+    deadline = time.time() + res.scale_timeout_s
+    while time.time() < deadline:
+        time.sleep(min(2.0, res.scale_timeout_s))
+        if any(_fits(need, r) for r in nodes()):
+            log.info("  a node with %s joined", _amount(need))
+            return True
+    _request_resources([])
+    raise AilotInputError(f"config key {key!r}", f"a trial needs {_amount(need)}, and in {res.scale_timeout_s:.0f}s "
+                          f"no node that large joined the cluster (largest: {_amount(largest())})",
+                          "lower resources.cpus_per_trial / gpus_per_trial, or add a node type that large to the "
+                          "cluster (or raise resources.scale_timeout_s if it is slow to start)")
+
+
+LOCK_FILE = "sweep.lock"
+_HELD: dict[str, list] = {}  # lock path -> [open file, depth]: reentrant within this process
+
+
+@contextlib.contextmanager
+def run_lock(cfg: SweepConfig):
+    """An exclusive lock on the sweep's run directory (<storage>/<name>/sweep.lock) for as long as the block runs:
+    a second sweep of the same name and storage is refused, naming the process that holds it. The kernel drops
+    an flock when its process dies, so a killed sweep leaves no stale lock. Object stores cannot lock: warned."""
+    import fcntl
+    import socket
+
+    fs, p = fsspec.core.url_to_fs(str(storage.absolute(cfg.run_dir)))
+    if not isinstance(fs, LocalFileSystem):
+        log.warning("storage %s is not a local filesystem: no lock can be taken there; make sure no other run of "
+                    "sweep %r writes to it at the same time", cfg.storage, cfg.name)
+        yield
+        return
+    path = str(Path(p) / LOCK_FILE)
+    if path in _HELD:
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    Path(p).mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown process"
+        f.close()
+        raise AilotInputError(f"sweep {cfg.name!r} in {p}", f"is being run by another process ({holder})",
+                              "wait for that run to end (or stop it), or give this one another --storage or name") \
+            from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    _HELD[path] = [f, 1]
+    try:
+        yield
+    finally:
+        _HELD[path][1] -= 1
+        if not _HELD[path][1]:
+            del _HELD[path]
+            f.close()  # releases the flock; the file stays (removing it would race a waiting process)
+
+
+# ---------------------------------------------------------------- the sweep
+
+
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True,
-              pairs: dict | None = None) -> str:
+              pairs: dict | None = None, fixed_cluster: bool | None = None) -> str:
     """`pairs` ({label: (agent, expert)} from pipeline.load_pair) lets the caller load and check the data
-    before starting Ray; without it they are loaded here."""
+    before starting Ray; without it they are loaded here. `fixed_cluster`: whether Ray can grow (None: fixed when
+    this process started it), which decides between refusing and waiting when no node fits a trial.
+
+    Returns the summary table. Raises SweepIncomplete, after writing every finished row, when trials failed for
+    good or were left unfinished (interrupted)."""
+    check_paths(cfg)
+    with run_lock(cfg):
+        # before any pretraining or relabelling: a trial no node can hold would otherwise wait forever in stage 4
+        asked = check_schedulable(cfg, fixed_cluster)
+        try:
+            return _run_sweep(cfg, resume=resume, progress=progress, plots=plots, pairs=pairs)
+        finally:
+            if asked:
+                _request_resources([])  # the trials are over: the node asked for may go
+
+
+def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, pairs: dict | None) -> str:
     import ray
     from ray import tune
 
@@ -244,6 +395,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     log.info("stage 1/5: datasets")
     if pairs is None:
         pairs = {ds.label: pipeline.load_pair(ds, progress=progress) for ds in cfg.datasets}
+    check_sizes(cfg, pairs)
     for label, (agent, expert) in pairs.items():
         log.info("  %s: %d episodes, %d transitions (expert %s: %d episodes)", label, agent.num_episodes,
                  agent.num_transitions, expert.dataset_id, expert.num_episodes)
@@ -314,23 +466,22 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     experts = {label: pair[1] for label, pair in pairs.items() if pipeline.trials_read_expert(cfg)}
     tune_path = str(storage.join(run_dir, "tune"))
     experiment = str(storage.join(tune_path, "trials"))
-    restoring = resume and tune.Tuner.can_restore(experiment)
-    reused = pd.DataFrame()
-    if not restoring:  # a trial whose rows are already in the results file, made the same way, is not rerun
-        param_trials, reused = _drop_completed(cfg, param_trials, agents)
+    # a trial whose rows are already in the results file, made the same way, is not rerun
+    todo, reused = _drop_completed(cfg, param_trials, agents)
     fn = tune.with_resources(
         tune.with_parameters(trainable, cfg=cfg, agents=agents, experts=experts),
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
     )
-    if restoring:
+    outcome = _Outcome({pipeline.trial_id(p["trial"]) for p in todo})
+    if resume and tune.Tuner.can_restore(experiment):
         log.info("  resuming the trials in %s", experiment)
-        tuner = tune.Tuner.restore(experiment, trainable=fn, resume_errored=True)
-    elif not param_trials:
-        tuner = None
-    else:
+        _fit(tune.Tuner.restore(experiment, trainable=fn, resume_errored=True), outcome, cfg.train.steps)
+        # trials this config gained after that experiment started are not in it: they run next
+        todo = [p for p in todo if pipeline.trial_id(p["trial"]) not in outcome.seen]
+    if todo and not outcome.stopped:
         tuner = tune.Tuner(
             fn,
-            param_space={"t": tune.grid_search(param_trials)},
+            param_space={"t": tune.grid_search(todo)},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials or None,
                                         reuse_actors=cfg.resources.reuse_actors),
             run_config=tune.RunConfig(
@@ -339,25 +490,72 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )
-    grid = tuner.fit() if tuner is not None else []
+        _fit(tuner, outcome, cfg.train.steps)
 
-    # 5. results: one row per (trial, evaluation) from each trial's latest checkpoint, plus the reused rows
+    # 5. results: one row per (trial, evaluation) from each trial's latest checkpoint, merged into the results file:
+    # rows already there stay (a resumed, regrown or reordered run never removes a finished row)
     log.info("stage 5/5: results")
-    frames = [reused]
-    for result in grid:
-        if result.error is not None:
-            log.warning("a trial failed for good: %s", result.error)
-        if result.checkpoint is not None:
-            with result.checkpoint.as_directory() as d:
-                frames.append(pd.DataFrame(json.loads((Path(d) / ROWS_FILE).read_text())))
-    df = results.merge(frames)
-    path = results.write_atomic(df, cfg.parquet_path)
-    log.info("  %d rows from %d trials written to %s", len(df), df["trial_id"].nunique() if len(df) else 0, path)
+    new = results.merge(outcome.frames)
+    in_file = results.merge_into(cfg.parquet_path, new)
+    df = results.merge([reused, new])  # this config's trials: the summary and figures
+    path = cfg.parquet_path
+    log.info("  %d rows from %d trials written to %s (%d rows in the file)", len(df),
+             df["trial_id"].nunique() if len(df) else 0, path, len(in_file))
     if plots and len(df):
         geometry = results.read_geometry(results.geometry_path(cfg.parquet_path))
         for p in results.write_figures(df, cfg.figures_dir, geometry):
             log.info("  figure %s", p)
-    return results.format_summary(results.summarize(df))
+    summary = results.format_summary(results.summarize(df))
+    unfinished = outcome.unfinished()
+    if outcome.failed or unfinished:
+        raise SweepIncomplete(list(outcome.failed.values()), unfinished, interrupted=bool(unfinished),
+                              written=f"the {len(df)} rows of finished evaluations are in {path}", summary=summary)
+    return summary
+
+
+class _Outcome:
+    """What the Tune runs of one sweep left: rows per trial, trials finished, failed for good, or neither."""
+
+    def __init__(self, expected: set[str]):
+        self.expected = set(expected)  # the trials to run; a restored experiment's are added as they are seen
+        self.frames: list[pd.DataFrame] = []
+        self.finished: set[str] = set()
+        self.failed: dict[str, str] = {}  # trial id -> '<trial id> (<what>): <error>'
+        self.seen: set[str] = set()
+        self.stopped = False  # a Tune run returned with trials neither finished nor failed: it was interrupted
+
+    def unfinished(self) -> list[str]:
+        """Neither finished nor failed: the run was interrupted (Tune had not even created some of them)."""
+        return sorted(self.expected - self.finished - set(self.failed))
+
+
+def _fit(tuner, outcome: _Outcome, steps: int) -> None:
+    for result in tuner.fit():  # Tune returns here on SIGINT too, with the trials it had not finished
+        trial = ((result.config or {}).get("t") or {}).get("trial")
+        tid = pipeline.trial_id(trial) if trial else "?"
+        outcome.seen.add(tid)
+        outcome.expected.add(tid)
+        rows = []
+        if result.checkpoint is not None:
+            with result.checkpoint.as_directory() as d:
+                rows = json.loads((Path(d) / ROWS_FILE).read_text())
+        if rows:
+            outcome.frames.append(pd.DataFrame(rows))
+        if result.error is not None:
+            what = f"{trial['labeller']['labeller']} + {trial['learner']}, seed {trial['seed']}" if trial else "?"
+            outcome.failed[tid] = f"{tid} ({what}): {_error_line(result.error)}"
+            log.warning("trial %s failed for good: %s", tid, _error_line(result.error))
+        elif rows and rows[-1]["step"] >= steps:
+            outcome.finished.add(tid)
+    outcome.stopped = bool(outcome.seen - outcome.finished - set(outcome.failed))
+
+
+def _error_line(error: BaseException) -> str:
+    """The trial's own exception in one line (Ray wraps it in RayTaskError / TuneError with a traceback)."""
+    cause = getattr(error, "cause", None)
+    error = cause if isinstance(cause, BaseException) else error
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return (type(error).__name__ + (f": {lines[-1]}" if lines else ""))[:300]
 
 
 def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) -> tuple[list[dict], pd.DataFrame]:

@@ -376,6 +376,124 @@ def _(c):
         assert not list(c.tmp.glob("evil*")), "the cache wrote outside its root"
 
 
+# issue 25: values checked when the config loads, not when the data turns out missing or a trial runs out of memory
+def generate_yaml(c, **generate):
+    return load_yaml(c, datasets=[{"agent": "a/b-v0", "expert": "a/c-v0", "generate": generate}])
+
+
+case("config-generate-negative-size", r"'datasets\[0\]\.generate\.agent_transitions': must be > 0, got -5")(
+    lambda c: generate_yaml(c, agent_transitions=-5)
+)
+case("config-generate-not-a-number",
+     r"'datasets\[0\]\.generate\.expert_episodes': must be a finite whole number, got 'many'")(
+    lambda c: generate_yaml(c, expert_episodes="many")
+)
+case("config-generate-fraction-over-one", r"'datasets\[0\]\.generate\.random_fraction': must be a fraction in")(
+    lambda c: generate_yaml(c, random_fraction=2)
+)
+case("config-generate-min-over-max", r"'datasets\[0\]\.generate\.min_length': 600 > max_length 500")(
+    lambda c: generate_yaml(c, min_length=600)
+)
+case("config-generate-flag-not-bool", r"'datasets\[0\]\.generate\.overwrite': expected true or false")(
+    lambda c: generate_yaml(c, overwrite="yes")
+)
+case("config-steps-beyond-reason", r"'train\.steps': 1,000,000,000,000,000 is beyond what a trial can run")(
+    lambda c: load_yaml(c, train={"steps": 10**15, "eval_every": 10**12})
+)
+case("config-batch-beyond-reason", r"'train\.batch_size': 1,000,000,000,000 is beyond .*Fix: give train\.batch_size")(
+    lambda c: load_yaml(c, train={"steps": 100, "eval_every": 50, "batch_size": 10**12})
+)
+case("config-too-many-evaluations", r"'train\.eval_every': 1 makes 100,000,000 evaluations.*>= 10,000")(
+    lambda c: load_yaml(c, train={"steps": 10**8, "eval_every": 1})
+)
+case("config-storage-unknown-scheme", r"config key 'storage': 'foo://bucket/x' has an unknown URI scheme 'foo://'")(
+    lambda c: load_yaml(c, storage="foo://bucket/x")
+)
+case("config-cache-unknown-scheme", r"config key 'cache': 'bar://y' has an unknown URI scheme")(
+    lambda c: load_yaml(c, cache="bar://y")
+)
+
+
+def check_paths_of(c, **over):
+    from ailot.sweep import check_paths
+
+    (c.tmp / "a-file").write_text("not a directory")
+    check_paths(sweep_config_from_dict(base_config(**{k: v.format(tmp=c.tmp) for k, v in over.items()})))
+
+
+case("storage-is-a-file", r"config key 'storage': '.*a-file/results' is \(or lies under\) the file '.*a-file'")(
+    lambda c: check_paths_of(c, storage="{tmp}/a-file/results")
+)
+case("storage-not-writable", r"config key 'storage': '/proc/ailot-results' cannot be written")(
+    lambda c: check_paths_of(c, storage="/proc/ailot-results")  # read-only even for root
+)
+case("storage-package-missing", r"config key 'storage': 'abfs://box/x' needs a package that is missing \(.*adlfs")(
+    lambda c: check_paths_of(c, storage="abfs://box/x")  # Azure's adlfs: no part of this project installs it
+)
+case("cache-is-a-file", r"config key 'cache': '.*a-file' is \(or lies under\) the file")(
+    lambda c: check_paths_of(c, storage="{tmp}/results", cache="{tmp}/a-file")
+)
+
+
+def umaze_pair(c, **kw):
+    return load_pair(DatasetConfig(agent=c.umaze[0], expert=c.umaze[1], name="u", **kw))
+
+
+case("dataset-env-not-registered", r"datasets\[\]\.env of 'u': 'NoSuchEnv-v9' is not registered", umaze=True)(
+    lambda c: umaze_pair(c, env="NoSuchEnv-v9")
+)
+case("dataset-env-not-the-datas", r"datasets\[\]\.env of 'u': 'Hopper-v5' is not the environment the data names "
+     r"\('ailot/PointMaze_UMaze-v0'\)", umaze=True)(lambda c: umaze_pair(c, env="Hopper-v5"))
+
+
+@case("dataset-batch-larger-than-data", r"'train\.batch_size': 5,000 is larger than dataset 'u' \(3,000 transitions\)",
+      umaze=True)
+def _(c):
+    from ailot.sweep import check_sizes
+
+    cfg = sweep_config_from_dict(base_config(datasets=[{"agent": c.umaze[0], "expert": c.umaze[1], "name": "u"}],
+                                             train={"steps": 100, "eval_every": 50, "batch_size": 5000}))
+    check_sizes(cfg, {"u": umaze_pair(c)})
+
+
+def export_over(c, make):
+    from ailot.export import export_dataset
+
+    out = c.tmp / "out"
+    out.mkdir()
+    make(out)
+    try:
+        export_dataset("a/b-v0", [], out, labeller_settings={"labeller": "zero"}, overwrite=True)
+    finally:
+        assert out.exists() and any(out.iterdir()), "the directory was removed"
+
+
+case("export-overwrite-sweep-storage",
+     r"output directory '.*out': is not an earlier export: it holds 'smoke\.parquet'")(
+    lambda c: export_over(c, lambda d: (d / "smoke.parquet").write_bytes(b"PAR1"))
+)
+case("export-overwrite-foreign-parquet", r"'part-00000\.parquet' is not an ailot export file")(
+    lambda c: export_over(c, lambda d: (d / "part-00000.parquet").write_bytes(b"PAR1"))
+)
+
+
+def results_of(c, make):
+    from ailot import results
+
+    path = c.tmp / "r.parquet"
+    make(path)
+    results.check_results(results.load(path), path)
+
+
+case("results-empty-file", r"results file '.*r\.parquet': is empty \(0 bytes\)")(
+    lambda c: results_of(c, lambda p: p.write_bytes(b""))
+)
+case("results-directory", r"results file '.*r\.parquet': is a directory")(lambda c: results_of(c, Path.mkdir))
+case("results-other-columns", r"results file '.*r\.parquet': lacks the columns \['trial_id'")(
+    lambda c: results_of(c, lambda p: __import__("pandas").DataFrame({"a": [1]}).to_parquet(p))
+)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_refused_with_the_input_and_the_fix(name, ctx, no_expensive_work):
     trigger, match = CASES[name]
@@ -398,7 +516,7 @@ def test_good_inputs_next_to_the_bad_ones_still_load(tmp_path):
 
 
 def test_the_catalogue_is_large():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 25 + 25  # 25 more with issue 25
 
 
 # --------------------------------------------------------------------------------------------- CLI flags
@@ -443,6 +561,24 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
             r"^error: dataset 'ailot/nothing/agent-v0': not found under MINARI_DATASETS_PATH=.*Fix: generate",
             id="missing-dataset",
         ),
+        # issue 25: flags, storage and the cluster address are refused before the datasets load (missing.yaml's
+        # missing dataset would be the error otherwise), not after Ray has started
+        pytest.param(["--config", "{tmp}/missing.yaml", "--storage", ""],
+                     r"^error: --storage: is empty\. Fix: give a directory path or URI", id="empty-storage"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--storage", "foo://bucket/x"],
+                     r"^error: --storage: 'foo://bucket/x' has an unknown URI scheme 'foo://'",
+                     id="storage-unknown-scheme"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--storage", "/proc/ailot-results"],
+                     r"^error: --storage: '/proc/ailot-results' cannot be written", id="storage-not-writable"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--storage", "{tmp}/bad.yaml/results"],
+                     r"^error: --storage: '.*bad\.yaml/results' is \(or lies under\) the file", id="storage-is-a-file"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--num-cpus", "0"],
+                     r"^error: --num-cpus: is 0: a local Ray without CPUs can run no trial", id="num-cpus-zero"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--address", "127.0.0.1:{port}"],
+                     r"^error: --address: nothing answers at 127\.0\.0\.1:\d+ \(Connection refused\)\. Fix: start",
+                     id="unreachable-address"),
+        pytest.param(["--config", "{tmp}/missing.yaml", "--address", "nowhere"],
+                     r"^error: --address: 'nowhere' is not host:port", id="address-not-host-port"),
     ],
 )
 def test_cli_exits_2_with_one_clear_line(args, message, tmp_path):
@@ -458,13 +594,35 @@ def test_cli_exits_2_with_one_clear_line(args, message, tmp_path):
             )
         )
     )
-    proc = run_cli(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    proc = run_cli(*(a.replace("{tmp}", str(tmp_path)).replace("{port}", str(closed_port())) for a in args))
     assert proc.returncode == 2, proc.stderr
     # gymnasium-robotics prints a notice about Adroit envs to stderr when imported; it is not ours
     lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("AdroitHand")]
     assert len(lines) == 1, proc.stderr
     assert re.search(message, lines[0]), lines[0]
     assert proc.stdout == ""
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_refuses_a_batch_larger_than_the_data_before_ray(pointmaze_umaze, tmp_path):
+    raw = base_config(datasets=[{"agent": pointmaze_umaze[0], "expert": pointmaze_umaze[1], "name": "u"}],
+                      labellers={"zero": {}}, learners={"bc": {}}, storage=str(tmp_path / "results"),
+                      train={"steps": 100, "eval_every": 50, "batch_size": 5000})
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_cli("--config", str(tmp_path / "big.yaml"))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("AdroitHand")]
+    assert len(lines) == 1, proc.stderr  # no Ray start-up lines: refused before Ray
+    assert re.search(r"^error: config key 'train\.batch_size': 5,000 is larger than dataset 'u' \(3,000 "
+                     r"transitions\)\. Fix: give train\.batch_size <= 3,000", lines[0]), lines[0]
 
 
 # ------------------------------------------------------------------------------- local Ray binds to loopback

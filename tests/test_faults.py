@@ -18,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -372,6 +373,9 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
     assert sum(a["to"] - a["from"] for a in audit) < cfg.train.steps * len(cfg.trials()), "nothing was cut short"
     partial = results.load(cfg.parquet_path) if cfg.parquet_path.exists() else None
     interrupted = {"rc": rc, "rows": 0 if partial is None else len(partial)}
+    # not 0 and "finished" (issue 25): the exit status of an interrupt, and how to resume; both trials unfinished
+    assert rc == 130 and re.search(r"^error: sweep 'sigint' interrupted: 2 trial\(s\) left unfinished .*--resume$",
+                                   out, re.M), out[-3000:]
 
     rc, out = _run_until_exit(cmd + ["--resume"], env, 400, ray_tmp)
     assert rc == 0, out[-3000:]

@@ -6,6 +6,9 @@
 
 Pretraining and relabelling are content-addressed under <storage>/<name>/cache, so they run once per
 unique input; finished trials are never rerun on --resume.
+
+Exit status: 0 every trial finished; 1 trials failed for good (named, after the other rows are written); 2 bad input
+(one line, before any work); 130 interrupted (rows finished so far written; the --resume command printed).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -78,7 +82,40 @@ def init_ray(args) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(**ray_init_kwargs(args))
+    try:
+        ray.init(**ray_init_kwargs(args))
+    except ConnectionError as exc:  # e.g. the cluster went away since check_address
+        raise AilotInputError("Ray address", f"could not be joined ({str(exc).splitlines()[0]})",
+                              "start the cluster (ray start --head) or correct --address / RAY_ADDRESS") from None
+
+
+def check_address(address: str, what: str, temp_dir: str | None = None) -> None:
+    """A cluster address must answer, checked in seconds before the datasets load (ray.init stalls for over a
+    minute on an unreachable one, then raises a traceback)."""
+    import socket
+
+    if address == "local":  # ray.init starts a new local Ray
+        return
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto", temp_dir)
+        if found is None:
+            raise AilotInputError(what, "is 'auto' but no running Ray was found on this machine",
+                                  "start one (ray start --head) or give its host:port")
+        address = found
+    hostport = address.split("://", 1)[-1].rstrip("/")  # ray://host:10001 (Ray Client) or host:port (GCS)
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise AilotInputError(what, f"{address!r} is not host:port", "give e.g. 10.0.0.1:6379 (ray start prints it)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as exc:
+        raise AilotInputError(what, f"nothing answers at {host}:{port} ({exc.strerror or exc})",
+                              "start the cluster (ray start --head) or correct the address") from None
+
+
+ADDRESS_TIMEOUT_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,26 +126,63 @@ def main(argv: list[str] | None = None) -> int:
     except AilotInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or between the trials (Tune handles SIGINT during them)
+        print(f"error: interrupted before the trials finished. Fix: resume with {resume_command(args)} (encoders "
+              "and rewards already made are cached)", file=sys.stderr)
+        return 130
+
+
+def resume_command(args) -> str:
+    parts = ["python", "tune/sweep.py", "--config", args.config]
+    for flag, value in (("--storage", args.storage), ("--address", args.address)):
+        if value is not None:
+            parts += [flag, value]
+    return " ".join(shlex.quote(p) for p in [*parts, "--resume"])
 
 
 def run(args) -> int:
     import dataclasses
 
+    from ailot import storage
     from ailot.config import load_sweep_config
+    from ailot.errors import SweepIncomplete
 
-    # Everything a user can get wrong fails here, before Ray starts: the config (learner and ICVF settings
-    # included), then the datasets and their evaluation environments.
+    # Everything a user can get wrong fails here, before Ray starts: flags, the config (learner and ICVF settings
+    # included), storage and cache, the cluster address, another run of the sweep, then the datasets and their
+    # evaluation environments.
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise AilotInputError("--num-cpus", f"is {args.num_cpus}: a local Ray without CPUs can run no trial",
+                              "give at least 1, or leave the flag out to use every core")
     cfg = load_sweep_config(args.config)
-    if args.storage:
+    if args.storage is not None:
+        if not args.storage.strip():
+            raise AilotInputError("--storage", "is empty", "give a directory path or URI, or leave the flag out to use "
+                                  f"the config's storage ({cfg.storage!r})")
+        storage.check_scheme(args.storage, "--storage")
         cfg = dataclasses.replace(cfg, storage=args.storage)
     from ailot import pipeline
     from ailot import sweep as stages
 
-    t0 = time.time()
-    pairs = {ds.label: pipeline.load_pair(ds, progress=not args.quiet) for ds in cfg.datasets}
-    init_ray(args)
-    summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
-                               pairs=pairs)
+    stages.check_paths(cfg, "--storage" if args.storage is not None else "config key 'storage'")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_address(address, "--address" if args.address else "RAY_ADDRESS", args.ray_temp_dir)
+    with stages.run_lock(cfg):
+        t0 = time.time()
+        pairs = {ds.label: pipeline.load_pair(ds, progress=not args.quiet) for ds in cfg.datasets}
+        stages.check_sizes(cfg, pairs)
+        init_ray(args)
+        try:
+            summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
+                                       pairs=pairs, fixed_cluster=not address)
+        except SweepIncomplete as exc:
+            print(exc.summary)
+            if exc.interrupted:
+                print(f"error: sweep {cfg.name!r} {exc}. Fix: resume with {resume_command(args)}", file=sys.stderr)
+                return 130
+            print(f"error: sweep {cfg.name!r}: {exc}. Fix: correct what made them fail (Ray's logs hold the "
+                  f"tracebacks), then rerun the sweep: finished trials are kept, not rerun", file=sys.stderr)
+            return 1
     print(summary)
     print(f"sweep {cfg.name!r} finished in {time.time() - t0:.0f}s; results: {cfg.parquet_path}")
     return 0
