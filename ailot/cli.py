@@ -1,12 +1,13 @@
 """The `ailot` command, one entry point for the tools: `ailot report ...` (see ailot.report), `ailot summary` and
 `ailot plot` (ailot.results), `ailot generate` (ailot.data.generate), `ailot export` (ailot.export), `ailot collect`
-(ailot.data.collect), `ailot rewardmap` (ailot.rewardmap). Sweeps run with `python tune/sweep.py`."""
+(ailot.data.collect), `ailot rewardmap` (ailot.rewardmap), `ailot sweep` (ailot.sweep_cli, as tune/sweep.py)."""
 
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "sweep": "run a sweep (as python tune/sweep.py): ailot sweep --config tune/configs/smoke.yaml [--dry-run]",
     "report": "benchmark table, rliable statistics, curves and provenance as Markdown + HTML: ailot report --help",
     "summary": "print mean +- std over seeds per dataset x method: ailot summary results/<sweep>.parquet",
     "plot": "write a results file's figures (PNG): ailot plot results/<sweep>.parquet [--out DIR]",
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: ailot <command> [options]\n\ncommands:")
         for name, doc in COMMANDS.items():
             print(f"  {name:10s} {doc}")
-        print("\nsweeps: python tune/sweep.py --config tune/configs/<name>.yaml")
+        print("\non a cluster: ray job submit -- python tune/sweep.py --config tune/configs/<name>.yaml")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     # each tool is imported only when asked for: report pulls in rliable, collect and generate MuJoCo
@@ -52,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return rewardmap_main(rest)
     if command == "sweep":
-        print("error: run sweeps with `python tune/sweep.py --config ...` from a checkout", file=sys.stderr)
-        return 2
+        import os
+
+        from ailot.sweep_cli import main as sweep_main
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return sweep_main(rest)
     print(f"error: unknown command {command!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
 

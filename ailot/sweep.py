@@ -589,3 +589,61 @@ def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
     lines = "; ".join(f"k <= {h}: psi {r.get('psi', float('nan')):.3f}, raw {r['raw']:.3f}"
                       for h, r in by_horizon.items())
     log.info("  intent geometry, R^2 of a line through the mean squared distance (%s) written to %s", lines, path)
+
+
+def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
+    """What `run_sweep(cfg)` would do, without Ray or any training: the trials, the encoders and reward settings
+    they need, and which of those are cached or already complete (`--dry-run`). pairs: {label: (agent, expert)},
+    or (None, None) for a dataset not made yet."""
+    used = cfg.used_labeller_settings()
+    needs_encoder = any(labellers.get(s["labeller"]).uses_encoder for s in used)
+    cache = pipeline.rewards_cache(cfg)
+    encoders = {"needed": 0, "cached": 0}
+    rewards = {"needed": 0, "cached": 0}
+    keys: dict[tuple, str | None] = {}
+    for label, (agent, expert) in pairs.items():
+        for seed in cfg.seeds:
+            encoder = None
+            if needs_encoder:
+                encoders["needed"] += 1
+                encoder = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir) if agent else None
+                encoders["cached"] += encoder is not None
+            for s in used:
+                rewards["needed"] += 1
+                known = agent is not None and (encoder is not None or not labellers.get(s["labeller"]).uses_encoder)
+                key = pipeline.rewards_key(agent, expert, s, encoder.content_hash() if encoder else None,
+                                           seed) if known else None
+                keys[label, seed, pipeline.setting_id(s)] = key
+                rewards["cached"] += key is not None and cache.contains(key)
+    trials = cfg.trials()
+    param_trials = [{"trial": t, "rewards_key": None if t["labeller"]["labeller"] == "none" else
+                     keys[t["dataset"], t["seed"], pipeline.setting_id(t["labeller"])]} for t in trials]
+    ready = [p for p in param_trials if pairs[p["trial"]["dataset"]][0] is not None and (
+        p["rewards_key"] is not None or p["trial"]["labeller"]["labeller"] == "none")]
+    _, reused = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent})
+    complete = set(reused["trial_id"]) if len(reused) else set()
+    by_method: dict[str, list[int]] = {}
+    for t in trials:
+        name = t["labeller"]["labeller"] + "+" + t["learner"] if t["labeller"]["labeller"] != "none" else t["learner"]
+        counts = by_method.setdefault(name, [0, 0])
+        counts[0] += 1
+        counts[1] += pipeline.trial_id(t) in complete
+    return {"trials": len(trials), "complete": len(complete), "encoders": encoders, "rewards": rewards,
+            "methods": by_method, "missing_datasets": [label for label, (a, _) in pairs.items() if a is None],
+            "parquet": str(cfg.parquet_path), "cpus_per_trial": cfg.resources.cpus_per_trial,
+            "gpus_per_trial": cfg.resources.gpus_per_trial}
+
+
+def format_plan(cfg: SweepConfig, p: dict[str, Any]) -> str:
+    lines = [f"sweep {cfg.name!r}: {p['trials']} trials ({p['complete']} already complete in {p['parquet']}), "
+             f"{len(cfg.datasets)} dataset(s) x {len(cfg.seeds)} seed(s); each trial {p['cpus_per_trial']:g} CPU"
+             + (f" + {p['gpus_per_trial']:g} GPU" if p["gpus_per_trial"] else ""),
+             f"  encoders (ICVF): {p['encoders']['needed']} needed, {p['encoders']['cached']} cached",
+             f"  reward settings: {p['rewards']['needed']} needed (dataset x seed x setting), "
+             f"{p['rewards']['cached']} cached"]
+    if p["missing_datasets"]:
+        lines.append(f"  datasets to generate first: {', '.join(p['missing_datasets'])} (their encoders and rewards "
+                     "cannot be cached yet)")
+    lines.append("  trials per method (complete / all):")
+    lines += [f"    {name:28s} {done:4d} / {n}" for name, (n, done) in p["methods"].items()]
+    return "\n".join(lines)

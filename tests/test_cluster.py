@@ -272,7 +272,7 @@ def test_tiny_sweep_on_local_autoscaling_cluster(tmp_path):
     ) as cluster:  # fmt: skip
         env = {**os.environ, **cluster.client_vars()}
         cmd = [sys.executable, str(repo / "tune/sweep.py"), "--config", str(tmp_path / "tiny.yaml"),
-               "--address", cluster.gcs_address, "--no-plots", "--quiet"]  # fmt: skip
+               "--address", cluster.gcs_address, "--no-plots", "--no-report", "--quiet"]  # fmt: skip
         sweep = subprocess.Popen(cmd, env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             t_up, _ = cluster.wait_for_workers(lambda w: len(w) >= 1, timeout_s=180)

@@ -90,14 +90,27 @@ def test_state_only_expert_set_refuses_learners_that_read_actions_at_load(pointm
 
 
 @pytest.mark.slow
-def test_sweep_runs_expert_reading_methods_and_flags_their_rows(pointmaze_umaze, tmp_path):
-    from ailot import sweep
+def test_sweep_runs_expert_reading_methods_and_flags_their_rows(pointmaze_umaze, tmp_path, capsys):
+    import ray
+    import yaml
 
-    cfg = sweep_config_from_dict(config(tmp_path / "results", *pointmaze_umaze))
+    from ailot import sweep
+    from ailot.sweep_cli import main as sweep_main
+
+    raw = config(tmp_path / "results", *pointmaze_umaze)
+    cfg = sweep_config_from_dict(raw)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     # sqil, seabo ss and seabo sas with iql; smodice and dwbc once each (they ignore the labellers' rewards)
     assert len(cfg.trials()) == 5
+    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0 and not ray.is_initialized()
+    assert "5 trials (0 already complete" in capsys.readouterr().out
     with local_ray("rayx"):
         sweep.run_sweep(cfg, progress=False, plots=False)
+    # the dry run counts as the sweep ran: every trial complete now, every reward setting cached; still no Ray
+    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0 and not ray.is_initialized()
+    out = capsys.readouterr().out
+    assert "5 trials (5 already complete" in out and "reward settings: 3 needed (dataset x seed x setting), 3 cached" \
+        in out
     df = results.load(cfg.parquet_path)
     assert df["trial_id"].nunique() == 5 and df["normalized_score"].notna().all()
     flags = df.groupby(["labeller", "learner"])["expert_actions"].first()

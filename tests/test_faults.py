@@ -318,7 +318,7 @@ def test_corrupted_cache_entries_are_detected_and_recomputed(cluster, pointmaze_
 
 def _sweep_cmd(config: Path, storage: Path, ray_tmp: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "tune/sweep.py"), "--config", str(config), "--storage", str(storage),
-            "--num-cpus", "2", "--ray-temp-dir", str(ray_tmp), "--no-plots", "--quiet", *extra]
+            "--num-cpus", "2", "--ray-temp-dir", str(ray_tmp), "--no-plots", "--no-report", "--quiet", *extra]
 
 
 def _run_until_exit(cmd, env, timeout_s, ray_tmp: Path, on_start=None) -> tuple[int, str]:

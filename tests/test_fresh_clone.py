@@ -57,3 +57,7 @@ def test_fresh_clone_main_command_trains_and_writes_outside_results(pointmaze_um
     assert hashlib.sha256(published.read_bytes()).hexdigest() == before  # the published rows are untouched
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs/smoke.parquet"], cwd=clone)
     assert ignored.returncode == 0, "runs/ must stay out of git"
+    # the report says whether this run reproduced the published one (a shrunk run: zero + iql at 100 updates)
+    report = (clone / "runs/reports/smoke.md").read_text()
+    assert "Reproduction of the reference results" in report and "results/smoke.parquet" in report
+    assert "report: " in proc.stdout

@@ -176,7 +176,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(
             "job", "submit", "--address", url, "--submission-id", submission_id,
             "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env), "--",
             "python", "tune/sweep.py", "--config", str(config_path), "--storage", str(storage),
-            "--quiet", "--no-plots",
+            "--quiet", "--no-plots", "--no-report",
         ]  # fmt: skip
         t1 = time.monotonic()
         job = subprocess.run(submit, env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -1,11 +1,9 @@
-"""Run an AILOT sweep: datasets -> intent encoders -> relabelled rewards -> learner trials -> Parquet.
+"""Run an AILOT sweep (the file `ray job submit` runs; `ailot sweep` is the same command): see ailot.sweep_cli.
 
     python tune/sweep.py --config tune/configs/smoke.yaml            # local Ray starts by itself
     ray job submit --working-dir . -- python tune/sweep.py --config tune/configs/<name>.yaml
     python tune/sweep.py --config ... --resume                       # continue an interrupted sweep
-
-Pretraining and relabelling are content-addressed under <storage>/<name>/cache, so they run once per
-unique input; finished trials are never rerun on --resume.
+    python tune/sweep.py --config ... --dry-run                      # what it would run; no Ray, no training
 
 Exit status: 0 every trial finished; 1 trials failed for good (named, after the other rows are written); 2 bad input
 (one line, before any work); 130 interrupted (rows finished so far written; the --resume command printed).
@@ -13,180 +11,16 @@ Exit status: 0 every trial finished; 1 trials failed for good (named, after the 
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 # Allow `python tune/sweep.py` from a checkout without installing (ray job submit --working-dir .).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ailot.errors import AilotInputError
+from ailot.sweep_cli import check_address, init_ray, main, parse_args, ray_init_kwargs, resume_command, run  # noqa: E402
 
-log = logging.getLogger("ailot.sweep")
-
-
-LOOPBACK = "127.0.0.1"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # one line, like the AilotInputError path in main(), instead of argparse's usage block + error
-        self.exit(2, f"error: {message}. Fix: run e.g. python tune/sweep.py --config tune/configs/smoke.yaml "
-                     "(--help lists the flags)\n")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="sweep YAML, e.g. tune/configs/smoke.yaml")
-    p.add_argument("--resume", action="store_true", help="continue the sweep in its storage directory")
-    p.add_argument("--storage", default=None, help="override the config's storage directory/URI")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a new local Ray")
-    p.add_argument("--ray-temp-dir", default=None, help="temp/session directory for a new local Ray")
-    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard with a new local Ray")
-    p.add_argument("--dashboard-host", default=LOOPBACK,
-                   help="address the local dashboard binds to (default 127.0.0.1: reach it through an SSH tunnel; "
-                        "0.0.0.0 exposes it, and the job API, to the network)")
-    p.add_argument("--dashboard-port", type=int, default=8265, help="port of the local dashboard")
-    p.add_argument("--no-plots", action="store_true", help="skip writing figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
-
-
-def ray_init_kwargs(args) -> dict:
-    """The ray.init arguments: an existing cluster's address, or a new local Ray for this sweep only whose
-    node and dashboard bind to loopback unless --dashboard-host says otherwise."""
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        return {"address": address, "log_to_driver": True}
-    if args.dashboard_host != LOOPBACK:
-        log.warning("the Ray dashboard (and its job API) will listen on %s: anyone who can reach that address "
-                    "can run code here; prefer the default and an SSH tunnel (cluster/README.md)", args.dashboard_host)
-    return {
-        "num_cpus": args.num_cpus,
-        "include_dashboard": args.dashboard,
-        "dashboard_host": args.dashboard_host,
-        "dashboard_port": args.dashboard_port,
-        "_node_ip_address": LOOPBACK,
-        "_temp_dir": args.ray_temp_dir,
-        "log_to_driver": True,
-    }
-
-
-def init_ray(args) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(**ray_init_kwargs(args))
-    except ConnectionError as exc:  # e.g. the cluster went away since check_address
-        raise AilotInputError("Ray address", f"could not be joined ({str(exc).splitlines()[0]})",
-                              "start the cluster (ray start --head) or correct --address / RAY_ADDRESS") from None
-
-
-def check_address(address: str, what: str, temp_dir: str | None = None) -> None:
-    """A cluster address must answer, checked in seconds before the datasets load (ray.init stalls for over a
-    minute on an unreachable one, then raises a traceback)."""
-    import socket
-
-    if address == "local":  # ray.init starts a new local Ray
-        return
-    if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
-
-        found = canonicalize_bootstrap_address("auto", temp_dir)
-        if found is None:
-            raise AilotInputError(what, "is 'auto' but no running Ray was found on this machine",
-                                  "start one (ray start --head) or give its host:port")
-        address = found
-    hostport = address.split("://", 1)[-1].rstrip("/")  # ray://host:10001 (Ray Client) or host:port (GCS)
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise AilotInputError(what, f"{address!r} is not host:port", "give e.g. 10.0.0.1:6379 (ray start prints it)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
-    except OSError as exc:
-        raise AilotInputError(what, f"nothing answers at {host}:{port} ({exc.strerror or exc})",
-                              "start the cluster (ray start --head) or correct the address") from None
-
-
-ADDRESS_TIMEOUT_S = 5.0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return run(args)
-    except AilotInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before or between the trials (Tune handles SIGINT during them)
-        print(f"error: interrupted before the trials finished. Fix: resume with {resume_command(args)} (encoders "
-              "and rewards already made are cached)", file=sys.stderr)
-        return 130
-
-
-def resume_command(args) -> str:
-    parts = ["python", "tune/sweep.py", "--config", args.config]
-    for flag, value in (("--storage", args.storage), ("--address", args.address)):
-        if value is not None:
-            parts += [flag, value]
-    return " ".join(shlex.quote(p) for p in [*parts, "--resume"])
-
-
-def run(args) -> int:
-    import dataclasses
-
-    from ailot import storage
-    from ailot.config import load_sweep_config
-    from ailot.errors import SweepIncomplete
-
-    # Everything a user can get wrong fails here, before Ray starts: flags, the config (learner and ICVF settings
-    # included), storage and cache, the cluster address, another run of the sweep, then the datasets and their
-    # evaluation environments.
-    if args.num_cpus is not None and args.num_cpus < 1:
-        raise AilotInputError("--num-cpus", f"is {args.num_cpus}: a local Ray without CPUs can run no trial",
-                              "give at least 1, or leave the flag out to use every core")
-    cfg = load_sweep_config(args.config)
-    if args.storage is not None:
-        if not args.storage.strip():
-            raise AilotInputError("--storage", "is empty", "give a directory path or URI, or leave the flag out to use "
-                                  f"the config's storage ({cfg.storage!r})")
-        storage.check_scheme(args.storage, "--storage")
-        cfg = dataclasses.replace(cfg, storage=args.storage)
-    from ailot import pipeline
-    from ailot import sweep as stages
-
-    stages.check_paths(cfg, "--storage" if args.storage is not None else "config key 'storage'")
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_address(address, "--address" if args.address else "RAY_ADDRESS", args.ray_temp_dir)
-    with stages.run_lock(cfg):
-        t0 = time.time()
-        pairs = {ds.label: pipeline.load_pair(ds, progress=not args.quiet) for ds in cfg.datasets}
-        stages.check_sizes(cfg, pairs)
-        init_ray(args)
-        try:
-            summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
-                                       pairs=pairs, fixed_cluster=not address)
-        except SweepIncomplete as exc:
-            print(exc.summary)
-            if exc.interrupted:
-                print(f"error: sweep {cfg.name!r} {exc}. Fix: resume with {resume_command(args)}", file=sys.stderr)
-                return 130
-            print(f"error: sweep {cfg.name!r}: {exc}. Fix: correct what made them fail (Ray's logs hold the "
-                  f"tracebacks), then rerun the sweep: finished trials are kept, not rerun", file=sys.stderr)
-            return 1
-    print(summary)
-    print(f"sweep {cfg.name!r} finished in {time.time() - t0:.0f}s; results: {cfg.parquet_path}")
-    return 0
-
+__all__ = ["check_address", "init_ray", "main", "parse_args", "ray_init_kwargs", "resume_command", "run"]
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
