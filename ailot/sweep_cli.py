@@ -17,10 +17,13 @@ Exit status: 0 every trial finished; 1 trials failed for good (named, after the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 
 from ailot.errors import AilotInputError
@@ -149,11 +152,31 @@ def check_address(address: str, what: str, temp_dir: str | None = None) -> None:
 ADDRESS_TIMEOUT_S = 5.0
 
 
+@contextlib.contextmanager
+def stoppable():
+    """SIGINT and SIGTERM both stop the sweep the graceful way (rows written, exit 130): a sweep started in the
+    background (`cmd &`, nohup) inherits SIGINT ignored, and job managers (ray job stop, Kubernetes, Slurm) send
+    SIGTERM. The handlers before are put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # whatever handles SIGINT at that moment (Tune's, during the trials) handles SIGTERM too
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return run(args)
+        with stoppable():
+            return run(args)
     except AilotInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

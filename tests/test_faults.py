@@ -321,10 +321,10 @@ def _sweep_cmd(config: Path, storage: Path, ray_tmp: Path, *extra: str) -> list[
             "--num-cpus", "2", "--ray-temp-dir", str(ray_tmp), "--no-plots", "--no-report", "--quiet", *extra]
 
 
-def _run_until_exit(cmd, env, timeout_s, ray_tmp: Path, on_start=None) -> tuple[int, str]:
+def _run_until_exit(cmd, env, timeout_s, ray_tmp: Path, on_start=None, preexec_fn=None) -> tuple[int, str]:
     log = ray_tmp.parent / f"driver-{time.time_ns()}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         try:
             if on_start:
                 on_start(proc)
@@ -347,8 +347,16 @@ def _kill_leftovers(ray_tmp: Path) -> None:
                 pass
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for `cmd &` and nohup
+
+
 @pytest.mark.slow
-def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze_umaze, tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("how", ["sigint", "sigterm-in-background"])
+def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze_umaze, tmp_path, tmp_path_factory,
+                                                                       how):
+    """SIGINT, or SIGTERM (job managers) to a sweep started in the background, where SIGINT is ignored: both stop
+    it gracefully (rows written, exit 130) and --resume completes it."""
     storage = tmp_path / "results"
     # one trial at a time, so the interrupt is timed against the only trial that can be reporting
     raw = sweep_dict(storage, *pointmaze_umaze, "sigint", resources={"max_concurrent_trials": 1})
@@ -360,11 +368,13 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
     faults = []
 
     def interrupt_later(proc):
-        fault = FaultAfterCheckpoint(cfg.run_dir, cfg.train.steps, lambda pid: proc.send_signal(signal.SIGINT))
+        sig = signal.SIGINT if how == "sigint" else signal.SIGTERM
+        fault = FaultAfterCheckpoint(cfg.run_dir, cfg.train.steps, lambda pid: proc.send_signal(sig))
         fault.start()
         faults.append(fault)
 
-    rc, out = _run_until_exit(cmd, env, 400, ray_tmp, on_start=interrupt_later)
+    rc, out = _run_until_exit(cmd, env, 400, ray_tmp, on_start=interrupt_later,
+                              preexec_fn=_ignore_sigint if how != "sigint" else None)
     fault = faults[0]
     fault.stop.set()
     fault.join()
