@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return generate_main(rest)
     if command == "export":
-        from ailot.export import main as export_main
+        from ailot.export_cli import main as export_main
 
         return export_main(rest)
     if command == "collect":

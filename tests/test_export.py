@@ -10,7 +10,8 @@ from conftest import local_ray
 from ailot.config import sweep_config_from_dict
 from ailot.data.loading import load_minari
 from ailot.errors import AilotInputError
-from ailot.export import COLUMNS, export_dataset, export_from_config, file_ranges, read_arrays, read_metadata
+from ailot.export import COLUMNS, export_dataset, file_ranges, read_arrays, read_metadata
+from ailot.export_cli import export_from_config
 from ailot.labellers import label
 
 SETTING = {"labeller": "true"}

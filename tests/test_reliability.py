@@ -269,7 +269,7 @@ def test_no_lock_on_an_object_store_is_said_and_the_run_goes_on(pointmaze_umaze,
 
 def test_export_overwrite_refuses_a_directory_it_did_not_write(pointmaze_umaze, tmp_path):
     """Defect 2: `ailot export --overwrite` deleted a sweep's storage (results, figures, cache)."""
-    from ailot.export import main as export_main
+    from ailot.export_cli import main as export_main
 
     store = tmp_path / "copy-of-storage"
     results.write_atomic([{"trial_id": "t", "step": 1, "normalized_score": 1.0}], store / "tiny.parquet")
