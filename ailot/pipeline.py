@@ -106,6 +106,17 @@ def cached_encoder(agent: Episodes, intents: dict, seed: int, cache_dir: Storage
         return IntentEncoder.load(local, config=ICVFConfig.from_dict(intents), obs_dim=agent.obs_dim)
 
 
+def encoder_seconds(agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath) -> float | None:
+    """How long the cached encoder for (dataset, intent settings, seed) took to pretrain, or None."""
+    done = storage.join(cache_dir, "encoders", encoder_key(agent, intents, seed), "DONE")
+    if not storage.exists(done):
+        return None
+    try:
+        return float(json.loads(storage.read_bytes(done))["seconds"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def store_encoder(encoder, agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath,
                   seconds: float) -> StoragePath:
     """Publish `encoder` under cache_dir/encoders/<key>, its DONE marker last: a half-written encoder is never

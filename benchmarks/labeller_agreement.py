@@ -1,0 +1,95 @@
+"""How well each labeller's rewards agree with the dataset's true reward, and what each costs per 10^5 transitions.
+
+    python benchmarks/labeller_agreement.py --config tune/configs/benchmark-pointmaze-umaze.yaml --storage results
+
+For every labeller setting of the config (every dataset, every seed asked for) it takes the sweep's rewards
+through the one chain the sweep uses (`ailot.pipeline.rewards_for`: read from the sweep's cache, computed and cached
+where missing) and reports
+- episode Spearman: rank correlation between each episode's summed labeller reward and its true return;
+- step Spearman: the same per transition;
+- seconds per 10^5 transitions: the time the rewards took when they were computed (cache metadata: a labeller's own
+  time; for OT labellers solved together on the relabel pool, the batch's time shared out equally), so the figure
+  is the machine's that computed them, under whatever load it had.
+No Ray needed (missing OT rewards are solved in this process). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def agreement(rewards: np.ndarray, agent) -> tuple[float, float]:
+    """(episode Spearman, step Spearman) of labeller rewards [M] against the agent's true rewards."""
+    from scipy.stats import spearmanr
+
+    true = np.concatenate(agent.rewards)
+    if np.ptp(rewards) == 0 or np.ptp(true) == 0:
+        return float("nan"), float("nan")
+    ends = np.cumsum(agent.lengths)[:-1]
+    per_episode = np.array([r.sum() for r in np.split(rewards, ends)])
+    return float(spearmanr(per_episode, agent.returns)[0]), float(spearmanr(rewards, true)[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ailot import labellers, pipeline
+    from ailot.config import load_sweep_config
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--storage", default=None, help="the sweep's storage (where its cache is)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    args = p.parse_args(argv)
+    cfg = load_sweep_config(args.config)
+    if args.storage:
+        cfg = dataclasses.replace(cfg, storage=args.storage)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg.seeds)
+    settings = [s for s in cfg.labeller_settings()]
+    names = {pipeline.setting_id(s): " ".join([s["labeller"], *(f"{k}={s[k]}" for k in sorted(s) if k != "labeller"
+                                              and len(cfg.labellers[s["labeller"]].get(k, [])) > 1)])
+             for s in settings}
+    cache = pipeline.rewards_cache(cfg)
+    print("| dataset | labeller | expert actions | episode Spearman (per seed) | step Spearman "
+          "| s per 10^5 transitions |")
+    print("|---|---|---|---|---|---|")
+    for ds in cfg.datasets:
+        pair = pipeline.load_pair(ds, progress=False)
+        agent = pair[0]
+        rows: dict[str, list] = {}
+        for seed in seeds:
+            keys = pipeline.rewards_for(ds, pair, seed, settings, cfg, progress=False)
+            for s in settings:
+                key = keys[pipeline.setting_id(s)]
+                meta = cache.meta(key) or {}
+                seconds = meta.get("seconds")
+                if seconds is None and meta.get("seconds_for_batch") is not None:  # solved together on the pool
+                    same_batch = [k for k in keys.values() if (cache.meta(k) or {}).get("seconds_for_batch") ==
+                                  meta["seconds_for_batch"]]
+                    seconds = meta["seconds_for_batch"] / max(1, len(same_batch))
+                ep, step = agreement(cache.get(key)["rewards"], agent)
+                rows.setdefault(pipeline.setting_id(s), []).append((ep, step, seconds))
+        for s in settings:
+            got = rows[pipeline.setting_id(s)]
+            eps = ", ".join("n/a" if np.isnan(e) else f"{e:.2f}" for e, _, _ in got)
+            steps = [st for _, st, _ in got if not np.isnan(st)]
+            secs = [sec for _, _, sec in got if sec is not None]
+            step = f"{np.mean(steps):.2f}" if steps else "n/a"
+            per_1e5 = f"{np.mean(secs) * 1e5 / agent.num_transitions:.1f}" if secs else "n/a"
+            reads = "yes" if labellers.reads_expert_actions(s) else "no"
+            print(f"| {ds.label} | {names[pipeline.setting_id(s)]} | {reads} | {eps} | {step} | {per_1e5} |")
+        encoder_seconds = [pipeline.encoder_seconds(agent, cfg.intents, seed, cfg.cache_dir) for seed in seeds]
+        known = [t for t in encoder_seconds if t is not None]
+        if known:
+            print(f"\n{ds.label}: ICVF pretraining took {np.mean(known):.0f} s per seed (AILOT's rewards need it; "
+                  "not in its row)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
