@@ -329,7 +329,8 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path):
     """Defect 7: PyYAML reads 1e-2 as a string, and the config answered 'give a number'."""
     text = (
         "name: yamlnum\n"
-        "datasets: [{agent: a/b-v0, expert: a/c-v0, generate: {maze: umaze, agent_transitions: 1e4}}]\n"
+        "datasets: [{agent: ailot/pointmaze-umaze/agent-10k-v0, expert: ailot/pointmaze-umaze/expert-v0,\n"
+        "            generate: {maze: umaze, agent_transitions: 1e4}}]\n"
         "labellers: {ailot: {epsilon: [1e-3, 1e-2], alpha: 5e0}}\n"
         "learners: {iql: {actor_lr: 3e-4}}\n"
         "intents: {lr: 3e-4, num_steps: 1e3}\n"
