@@ -1,7 +1,9 @@
-"""ailot.data.collect: SAC numerics, the five D4RL-style datasets from a tiny run, resuming, bad inputs."""
+"""ailot.data.collect: SAC numerics, the pick rule, the five D4RL-style datasets from a tiny run on each of
+Hopper, Walker2d and HalfCheetah, resuming, bad inputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -20,6 +22,8 @@ from ailot.data.collect import (
     collect,
     dataset_id,
     load_buffer,
+    pick,
+    select_snapshots,
     tanh_gaussian_sample,
     update_chunk,
 )
@@ -78,26 +82,83 @@ def test_sac_fixed_batch_critic_fits_and_alpha_moves_toward_target():
         assert np.all(np.sign(np.diff(alphas)) == direction)  # monotone: the sign of entropy - target never flips
 
 
+# ------------------------------------------------------------------------------------------------ pick
+
+
+def _evals(*pairs):
+    return [{"step": step, "return_mean": ret} for step, ret in pairs]
+
+
+def test_pick_expert_is_best_and_medium_nearest_a_third_among_earlier_snapshots():
+    expert, medium = pick(_evals((10, 100.0), (20, 700.0), (30, 1200.0), (40, 2900.0), (50, 3000.0), (60, 1000.0)))
+    assert expert["step"] == 50
+    assert medium["step"] == 30  # |1200 - 1000| < |700 - 1000|; step 60 (exactly 1000) comes after the expert
+    expert, medium = pick(_evals((10, 50.0), (20, 50.0), (30, 10.0)))
+    assert expert["step"] == 20 and medium["step"] == 10  # ties: the later expert, the earlier medium
+    expert, medium = pick(_evals((10, 500.0), (20, 100.0)))
+    assert expert["step"] == medium["step"] == 10  # nothing before the expert: medium is the expert itself
+    expert, medium = pick(_evals((10, 700.0), (20, 1200.0), (30, 3000.0)), medium_fraction=0.45)
+    assert medium["step"] == 20  # |1200 - 1350| < |700 - 1350|
+
+
 # ------------------------------------------------------------------------------------- the tiny suite
+
+ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
+DIMS = {"Hopper-v5": (11, 3), "Walker2d-v5": (17, 6), "HalfCheetah-v5": (17, 6)}
+D4RL_REFS = {"Hopper-v5": (-20.272305, 3234.3), "Walker2d-v5": (1.629008, 4592.3),
+             "HalfCheetah-v5": (-280.178953, 12135.0)}
+# A few hundred env steps per env, small networks, few-hundred-transition datasets: seconds per env, not minutes.
+# 100-step episodes: HalfCheetah never terminates, and checkpoints (so the stop and resume) wait for an episode end.
+TINY = CollectSettings(env_id="Hopper-v5", seed=0, train_steps=600, start_steps=200, update_every=50, batch_size=64,
+                       max_episode_steps=100, eval_every=100, eval_episodes=2, checkpoint_every=100, select_every=200,
+                       select_episodes=3, reference_episodes=3, random_transitions=300, medium_transitions=250,
+                       expert_transitions=350, rollout_envs=4, sac=SACConfig(hidden_dims=(32, 32)))
+STOP_AFTER = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _out_of_the_repo(tmp_path_factory):
+    """Run this module in a temporary folder: MuJoCo appends a warning about HalfCheetah's model (settotalmass) to
+    MUJOCO_LOG.TXT in the working directory each time the env is made."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _tiny_run(env_id, root, work, whole_work):
+    """TINY on `env_id` in two calls (stopped at STOP_AFTER, then resumed to the end, datasets written), and an
+    uninterrupted train-only run to compare with."""
+    s = dataclasses.replace(TINY, env_id=env_id)
+    with pytest.raises(Stop):
+        collect(s, work, root, progress=False, stop_after=STOP_AFTER)
+    stopped = json.loads((work / "state.json").read_text())
+    out = collect(s, work, root, progress=False)
+    whole = collect(s, whole_work, root, progress=False, train_only=True)
+    episodes = {kind: load_dataset(dataset_id(env_id, kind)) for kind in KINDS}
+    return {"settings": s, "out": out, "stopped": stopped, "work": work, "whole": whole, "whole_work": whole_work,
+            "episodes": episodes, "root": root}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """Train TINY in two calls (stopped at STOP_AFTER, then resumed), write the five datasets into a module
-    Minari root; also an uninterrupted train-only run to compare with. MINARI_DATASETS_PATH is restored."""
+def runs(tmp_path_factory):
+    """`runs(env_id)`: that env's tiny run, made once per module, all in one Minari root (the ids differ by env).
+    MINARI_DATASETS_PATH is restored afterwards."""
     root = tmp_path_factory.mktemp("collect_minari")
-    work = tmp_path_factory.mktemp("collect_work")
+    made = {}
     old = os.environ.get("MINARI_DATASETS_PATH")
+
+    def get(env_id):
+        if env_id not in made:
+            name = env_id.split("-")[0].lower()
+            made[env_id] = _tiny_run(env_id, root, tmp_path_factory.mktemp(f"{name}_work"),
+                                     tmp_path_factory.mktemp(f"{name}_whole"))
+        return made[env_id]
+
     try:
-        with pytest.raises(Stop):
-            collect(TINY, work, root, progress=False, stop_after=STOP_AFTER)
-        stopped = json.loads((work / "state.json").read_text())
-        out = collect(TINY, work, root, progress=False)
-        whole_work = tmp_path_factory.mktemp("collect_whole")
-        whole = collect(TINY, whole_work, root, progress=False, train_only=True)
-        episodes = {kind: load_dataset(dataset_id(TINY.env_id, kind)) for kind in KINDS}
-        yield {"out": out, "stopped": stopped, "work": work, "whole": whole, "whole_work": whole_work,
-               "episodes": episodes, "root": root}
+        yield get
     finally:
         if old is None:
             os.environ.pop("MINARI_DATASETS_PATH", None)
@@ -109,57 +170,84 @@ def _flat(ep, key):
     return np.concatenate([np.asarray(x) for x in getattr(ep, key)])
 
 
-def test_resume_continues_from_checkpoint(tiny_run):
-    stopped, state = tiny_run["stopped"], tiny_run["out"]["state"]
+@pytest.mark.parametrize("env_id", ENVS)
+def test_resume_continues_from_checkpoint(runs, env_id):
+    run = runs(env_id)
+    stopped, state = run["stopped"], run["out"]["state"]
     s1 = stopped["step"]
     assert STOP_AFTER <= s1 < TINY.train_steps and not stopped["training_done"]
     assert state["segments"] == [[0, s1], [s1, TINY.train_steps]]  # the second call began at the checkpoint
     assert state["training_done"] and state["step"] == TINY.train_steps
-    buf = load_buffer(tiny_run["work"])
+    buf = load_buffer(run["work"])
     assert len(buf["observations"]) == TINY.train_steps  # no step repeated or lost
     # the resumed run is the uninterrupted run: same buffer, same snapshots
-    whole = load_buffer(tiny_run["whole_work"])
+    whole = load_buffer(run["whole_work"])
     for k in buf:
         np.testing.assert_array_equal(buf[k], whole[k], err_msg=k)
-    assert [x["return_mean"] for x in state["snapshots"]] == [x["return_mean"] for x in tiny_run["whole"]["snapshots"]]
-    assert [x["step"] for x in state["snapshots"]] == [400, 800, 1200]
+    assert [x["return_mean"] for x in state["snapshots"]] == [x["return_mean"] for x in run["whole"]["snapshots"]]
+    assert [x["step"] for x in state["snapshots"]] == list(range(100, 601, 100))
 
 
-def test_five_datasets_load_with_shapes_and_metadata(tiny_run):
-    out, eps = tiny_run["out"], tiny_run["episodes"]
+@pytest.mark.parametrize("env_id", ENVS)
+def test_expert_and_medium_follow_the_rule_on_the_selection_evaluation(runs, env_id):
+    out = runs(env_id)["out"]
+    selection = out["selection"]
+    assert [x["step"] for x in selection] == [200, 400, 600]  # every select_every steps, not every snapshot
+    assert all(x["episodes"] == TINY.select_episodes for x in selection)
+    best = max(x["return_mean"] for x in selection)
+    assert out["expert"]["return_mean"] == best
+    earlier = [x for x in selection if x["step"] < out["expert"]["step"]] or [out["expert"]]
+    gap = min(abs(x["return_mean"] - best / 3) for x in earlier)
+    assert abs(out["medium"]["return_mean"] - best / 3) == gap and out["medium"] in earlier
+    assert (out["expert"], out["medium"]) == pick(selection)
+
+
+@pytest.mark.parametrize("env_id", ENVS)
+def test_five_datasets_load_with_shapes_and_metadata(runs, env_id):
+    import minari
+    from gymnasium.envs.registration import EnvSpec
+
+    run = runs(env_id)
+    out, eps = run["out"], run["episodes"]
     medium_step = out["medium"]["step"]
     sizes = {"random": 300, "medium": 250, "expert": 350, "medium-replay": medium_step, "medium-expert": 600}
+    obs_dim, action_dim = DIMS[env_id]
     for kind, ep in eps.items():
-        assert ep.obs_dim == 11 and ep.action_dim == 3, kind
+        assert (ep.obs_dim, ep.action_dim) == (obs_dim, action_dim), kind
         assert sum(len(r) for r in ep.rewards) == sizes[kind], kind
-        assert (ep.ref_min_score, ep.ref_max_score) == pytest.approx(out["refs"]), kind
-        from gymnasium.envs.registration import EnvSpec
-
-        assert EnvSpec.from_json(ep.env_spec).id == "Hopper-v5", kind
-    import minari
-
+        # D4RL's references for the env, so normalized scores compare with D4RL's tables
+        assert (ep.ref_min_score, ep.ref_max_score) == pytest.approx(D4RL_REFS[env_id]), kind
+        spec = EnvSpec.from_json(ep.env_spec)
+        assert (spec.id, spec.max_episode_steps) == (env_id, 100), kind
+        assert all(t[-1] or u[-1] for t, u in zip(ep.terminations, ep.truncations)), kind
+    assert out["refs"] == pytest.approx(D4RL_REFS[env_id])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        meta = json.loads(minari.load_dataset(dataset_id("Hopper-v5", "medium")).storage.metadata["ailot_collection"])
-    assert meta["train_steps"] == 1200 and meta["medium_transitions"] == 250 and "expert_transitions" not in meta
-    assert meta["snapshots"]["medium"]["step"] == medium_step
-    # D4RL normalisation: the references map to 0 and 100; the random data scores near 0
+        meta = json.loads(minari.load_dataset(dataset_id(env_id, "medium")).storage.metadata["ailot_collection"])
+    assert meta["train_steps"] == 600 and meta["medium_transitions"] == 250 and "expert_transitions" not in meta
+    assert meta["snapshots"]["medium"]["step"] == medium_step and meta["references"] == "d4rl"
+    assert (meta["own_references"]["ref_min_score"], meta["own_references"]["ref_max_score"]) == pytest.approx(
+        out["own_refs"])
+    assert meta["stats"]["transitions"] == 250
     ref_min, ref_max = out["refs"]
     np.testing.assert_allclose(episodes_normalized_score(eps["random"], np.array([ref_min, ref_max])), [0, 100])
-    assert ref_max > ref_min
 
 
-def test_medium_expert_is_medium_then_expert(tiny_run):
-    eps = tiny_run["episodes"]
+@pytest.mark.parametrize("env_id", ENVS)
+def test_medium_expert_is_medium_then_expert(runs, env_id):
+    eps = runs(env_id)["episodes"]
+    assert len(eps["medium-expert"].rewards) == len(eps["medium"].rewards) + len(eps["expert"].rewards)
     for key in ("observations", "actions", "rewards", "terminations", "truncations"):
         np.testing.assert_array_equal(_flat(eps["medium-expert"], key),
                                       np.concatenate([_flat(eps["medium"], key), _flat(eps["expert"], key)]))
 
 
-def test_medium_replay_is_the_buffer_up_to_the_medium_snapshot(tiny_run):
-    m = tiny_run["out"]["medium"]["step"]
-    ep = tiny_run["episodes"]["medium-replay"]
-    buf = load_buffer(tiny_run["work"])
+@pytest.mark.parametrize("env_id", ENVS)
+def test_medium_replay_is_the_buffer_up_to_the_medium_snapshot(runs, env_id):
+    run = runs(env_id)
+    m = run["out"]["medium"]["step"]
+    ep = run["episodes"]["medium-replay"]
+    buf = load_buffer(run["work"])
     f32 = {k: v[:m].astype(np.float32) for k, v in buf.items()}  # ailot's Episodes hold float32
     np.testing.assert_array_equal(np.concatenate([o[:-1] for o in ep.observations]), f32["observations"])
     np.testing.assert_array_equal(np.concatenate([o[1:] for o in ep.observations]), f32["next_observations"])
@@ -170,17 +258,66 @@ def test_medium_replay_is_the_buffer_up_to_the_medium_snapshot(tiny_run):
     if len(ends) == 0 or ends[-1] != m - 1:
         ends = np.append(ends, m - 1)
     np.testing.assert_array_equal(np.cumsum([len(r) for r in ep.rewards]) - 1, ends)
-    assert all(t[-1] or u[-1] for t, u in zip(ep.terminations, ep.truncations))
 
 
-def test_rerun_redoes_nothing(tiny_run, monkeypatch):
+@pytest.mark.parametrize("env_id", ENVS)
+def test_rerun_redoes_nothing(runs, env_id, monkeypatch):
     from minari.storage import get_dataset_path
 
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny_run["root"]))
-    stamps = {k: os.path.getmtime(get_dataset_path(dataset_id("Hopper-v5", k))) for k in KINDS}
-    out = collect(TINY, tiny_run["work"], tiny_run["root"], progress=False)
-    assert out["state"]["segments"] == tiny_run["out"]["state"]["segments"]
-    assert {k: os.path.getmtime(get_dataset_path(dataset_id("Hopper-v5", k))) for k in KINDS} == stamps
+    import ailot.data.collect as collect_module
+
+    run = runs(env_id)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(run["root"]))
+    stamps = {k: os.path.getmtime(get_dataset_path(dataset_id(env_id, k))) for k in KINDS}
+    monkeypatch.setattr(collect_module, "_evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    out = collect(run["settings"], run["work"], run["root"], progress=False)
+    assert out["state"]["segments"] == run["out"]["state"]["segments"]
+    assert {k: os.path.getmtime(get_dataset_path(dataset_id(env_id, k))) for k in KINDS} == stamps
+
+
+def test_interrupted_selection_evaluates_only_what_is_missing(runs, tmp_path, monkeypatch):
+    import shutil
+
+    import ailot.data.collect as collect_module
+
+    run = runs("Hopper-v5")
+    work = tmp_path / "work"
+    shutil.copytree(run["work"], work)
+    done = json.loads((work / "selection.json").read_text())
+    del done["400"]  # as if stopped after evaluating two of the three snapshots
+    (work / "selection.json").write_text(json.dumps(done))
+    calls = []
+    real = collect_module._evaluate
+    monkeypatch.setattr(collect_module, "_evaluate", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    state = json.loads((work / "state.json").read_text())
+    sac = SAC.create(0, 11, -np.ones(3), np.ones(3), run["settings"].sac)
+    again = select_snapshots(run["settings"], work, state, sac, progress=False, log=lambda _: None)
+    assert len(calls) == 1
+    assert again == run["out"]["selection"]  # the same seeds: the same returns as the first time
+
+
+def test_overwrite_keeps_training_and_selection_unless_training_changes(runs, tmp_path, monkeypatch):
+    import shutil
+
+    import ailot.data.collect as collect_module
+
+    run = runs("Hopper-v5")
+    work, root = tmp_path / "work", tmp_path / "minari"
+    shutil.copytree(run["work"], work)
+    segments = run["out"]["state"]["segments"]
+    monkeypatch.setattr(collect_module, "_evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    collect(run["settings"], work, root, progress=False)  # new root: the datasets from the same run
+    other_pick = dataclasses.replace(run["settings"], medium_fraction=0.6)
+    with pytest.raises(AilotInputError, match="other settings"):
+        collect(other_pick, work, root, progress=False)
+    out = collect(other_pick, work, root, progress=False, overwrite=True)
+    assert out["state"]["segments"] == segments  # neither retrained nor re-evaluated
+    assert (out["expert"], out["medium"]) == pick(run["out"]["selection"], 0.6)
+    monkeypatch.undo()
+    retrain = dataclasses.replace(other_pick, eval_episodes=1)
+    with pytest.raises(AilotInputError, match="other settings"):
+        collect(retrain, work, root, progress=False)
+    assert collect(retrain, work, root, progress=False, overwrite=True)["state"]["segments"] == [[0, 600]]
 
 
 @pytest.mark.parametrize("change, what", [
@@ -189,21 +326,27 @@ def test_rerun_redoes_nothing(tiny_run, monkeypatch):
     (dict(train_steps=0), "train_steps"),
     (dict(medium_transitions=-5), "medium_transitions"),
     (dict(start_steps=5000), "start_steps"),
+    (dict(select_every=150), "select_every"),
+    (dict(select_episodes=0), "select_episodes"),
+    (dict(max_episode_steps=0), "max_episode_steps"),
+    (dict(references="mine"), "references"),
+    (dict(medium_fraction=1.5), "medium_fraction"),
+    (dict(env_id="InvertedPendulum-v5"), "InvertedPendulum-v5"),  # no D4RL references: needs references='own'
 ])
 def test_bad_inputs_fail_before_work(tmp_path, change, what):
-    import dataclasses
-
     with pytest.raises(AilotInputError, match=what) as info:
         collect(dataclasses.replace(TINY, **change), tmp_path / "work", tmp_path / "minari", progress=False)
     assert "Fix:" in str(info.value)
     assert not (tmp_path / "work").exists()
 
 
-def test_collected_data_runs_through_the_sweep_stages(tiny_run, tmp_path, monkeypatch):
+def test_collected_data_runs_through_the_sweep_stages(runs, tmp_path, monkeypatch):
     """medium-replay -> ICVF psi -> AILOT / OTR rewards against the expert dataset -> IQL -> normalized scores."""
     from ailot.cache import ArrayCache
     from ailot.config import sweep_config_from_dict
     from ailot.pipeline import load_pair, pretrain_encoder, relabel_settings, run_trial
+
+    tiny_run = runs("Hopper-v5")
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny_run["root"]))
     ids = tiny_run["out"]["ids"]

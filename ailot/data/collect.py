@@ -1,27 +1,47 @@
-"""D4RL-style MuJoCo datasets from our own SAC: train, snapshot, roll out, write Minari datasets.
+"""D4RL-style MuJoCo datasets from our own SAC: train, snapshot, pick, roll out, write Minari datasets.
 
-    python -m ailot.data.collect --env Hopper-v5 --train-steps 1000000 --seed 0
-    ailot collect --env Hopper-v5 --quick
+    ailot collect --env Hopper-v5 --seed 0            # D4RL's budget: 1M SAC steps, 1M-transition datasets
+    ailot collect --env Hopper-v5 --quick             # smoke size
 
 Stages, each done once (a rerun with the same arguments resumes or skips it):
 
 1. train   SAC (JAX) on the env: env stepping is a Python loop, every `update_every` env steps the same
-           number of updates runs in one jitted lax.scan (UTD 1). Every `eval_every` steps the deterministic
-           policy is evaluated and its actor params saved as a snapshot (flax msgpack) with return and step.
-           Checkpoints (SAC state, replay buffer .npz, rngs, snapshot list) are written every
+           number of updates runs in one jitted lax.scan (UTD 1). Every `eval_every` steps the actor params
+           are saved as a snapshot (flax msgpack), with a short deterministic evaluation (`eval_episodes`) for
+           the log. Checkpoints (SAC state, replay buffer .npz, rngs, snapshot list) are written every
            `checkpoint_every` steps at the next episode end, atomically, into `work_dir`.
-2. refs    ref_min_score = mean return of uniform random actions, ref_max_score = mean return of the expert
-           snapshot's deterministic policy (`reference_episodes` each, evaluated as ailot.evaluate does).
-3. data    ids `ailot/{env}/{kind}-v0` with env the gymnasium id lowercased without version (Hopper-v5 ->
-           hopper), written with Minari's DataCollector (rollouts) or create_dataset_from_buffers (buffer
-           slices, concatenations):
+2. select  the snapshots at every `select_every` steps (and the last) are evaluated on `select_episodes`
+           (default 50) episodes with sampled actions, the behaviour the medium and expert datasets hold
+           (`select_deterministic` for tanh(mean) actions), `EVAL_ENVS` envs stepped together; each result
+           is stored as it is made (selection.json), so an interrupted selection resumes. expert = the best;
+           medium = the snapshot taken before the expert's whose return is nearest 1/3 (`medium_fraction`)
+           of the expert's (`pick`).
+3. refs    our own random (uniform actions) and expert (actions as in the selection) mean returns,
+           `reference_episodes` each. The datasets carry D4RL's REF_MIN_SCORE / REF_MAX_SCORE for the env
+           (`references: d4rl`, the default, so normalized scores compare with D4RL's) or these own ones
+           (`references: own`); the own ones are stored in the metadata either way.
+4. data    ids `ailot/{env}/{kind}-v0` with env the gymnasium id lowercased without version (Hopper-v5 ->
+           hopper), written with Minari's create_dataset_from_buffers:
            random         uniform random actions, `random_transitions` steps
-           medium         the snapshot whose eval return is closest to 1/3 of the expert's (D4RL), sampled
-           expert         the best snapshot, sampled (stochastic policy, as D4RL's SAC rollouts)
+           medium         the medium snapshot's policy, actions sampled (as D4RL's collect_data.py)
+           expert         the expert snapshot's policy, actions sampled
            medium-replay  the replay buffer up to the medium snapshot's step, in its original episodes
            medium-expert  medium's episodes followed by expert's
-           The last episode of a rollout dataset is cut (truncated) at the transition budget, as in D4RL.
-           Defaults are 100k transitions per rollout dataset (D4RL: 1M) to keep a CPU run short.
+           Rollouts step `rollout_envs` envs together; episodes are kept whole in the order they end and the
+           one that crosses the budget is cut there (truncated), as D4RL cut its last trajectory at num_data.
+
+How D4RL made its locomotion data (Fu et al. 2020, arXiv:2004.07219, Sec. 5 and its wiki's Tasks page;
+Farama-Foundation/D4RL scripts/generation/mujoco/collect_data.py and stitch_dataset.py): SAC (rlkit) trained
+online; "medium" = 1M samples from a policy early-stopped at about 1/3 of the expert's performance, actions
+sampled from the tanh-Gaussian policy; "medium-replay" = the replay buffer until the policy reached the medium
+level; "expert" = 1M samples of the policy trained to completion; "medium-expert" = medium's trajectories then
+expert's (2M); "random" = 1M steps of uniform actions. Defaults here follow that at 1M SAC steps per env.
+
+SAC hyperparameters: SAC v2 (Haarnoja et al. 2018b, arXiv:1812.05905, Table 1) and CleanRL, shared by every
+env. The SAC authors' softlearning (examples/development/variants.py) uses one set for Hopper, Walker2d and
+HalfCheetah too (lr 3e-4, tau 5e-3, batch 256, [256, 256], target entropy -|A|); the one thing it sets per env is
+the run length (1M steps Hopper, 3M Walker2d and HalfCheetah), which here is D4RL's 1M for all three
+(`train_steps`); the target entropy -|A| is per env by construction (-3 Hopper, -6 Walker2d and HalfCheetah).
 
 Every dataset stores the env spec (its `eval_env`), the reference scores and the settings as JSON under the
 metadata key `ailot_collection`. Same settings and seed -> the same arrays, as far as MuJoCo is deterministic.
@@ -220,28 +240,41 @@ class CollectSettings:
 
     env_id: str = "Hopper-v5"
     seed: int = 0
-    train_steps: int = 1_000_000  # env steps of SAC training (D4RL trained its SAC for 1M-3M steps)
+    train_steps: int = 1_000_000  # env steps of SAC training: D4RL's budget (module docstring)
     start_steps: int = 5_000  # uniform random actions before the first update (CleanRL learning_starts 5e3)
     update_every: int = 50  # env steps between update chunks; each chunk does that many updates (UTD 1)
     batch_size: int = 256  # (SAC paper v2 Table 1)
-    eval_every: int = 10_000  # env steps between deterministic evaluations + snapshots
-    eval_episodes: int = 5  # episodes per evaluation
+    max_episode_steps: int | None = None  # None: the env's own limit (1000 for MuJoCo locomotion, D4RL's max_path)
+    eval_every: int = 10_000  # env steps between snapshots (each with a short evaluation for the log)
+    eval_episodes: int = 5  # episodes of that log evaluation (the pick uses select_episodes)
     checkpoint_every: int = 50_000  # env steps between checkpoints (taken at the next episode end)
-    reference_episodes: int = 50  # episodes per reference return (random, expert), as ailot.data.generate
-    random_transitions: int = 100_000  # D4RL: 1M (smaller default: a CPU-friendly size)
-    medium_transitions: int = 100_000  # D4RL: 1M
-    expert_transitions: int = 100_000  # D4RL: 1M
+    select_every: int = 10_000  # spacing of the snapshots evaluated for the pick (a multiple of eval_every)
+    select_episodes: int = 50  # episodes per snapshot evaluation before expert and medium are picked
+    medium_fraction: float = 1 / 3  # medium = the snapshot nearest this fraction of the expert's return (D4RL: ~1/3)
+    # the pick evaluates sampled actions, as the datasets roll out: an early snapshot's deterministic return can be
+    # many times its sampled one (Walker2d after 2k steps: 92.8 against 7.5), so a deterministic pick overstates medium
+    select_deterministic: bool = False
+    references: str = "d4rl"  # ref scores the datasets carry: "d4rl" (D4RL's for the env) or "own" (measured here)
+    reference_episodes: int = 50  # episodes per own reference return (random, expert), as ailot.data.generate
+    random_transitions: int = 1_000_000  # D4RL: 1M
+    medium_transitions: int = 1_000_000  # D4RL: 1M
+    expert_transitions: int = 1_000_000  # D4RL: 1M
+    rollout_envs: int = 10  # envs stepped together in the dataset rollouts (one batched policy call per step)
     sac: SACConfig = SACConfig()
 
+    # the settings that training does not read: they may change after training without retraining
+    _AFTER_TRAINING = ("select_every", "select_episodes", "medium_fraction", "select_deterministic", "references",
+                       "reference_episodes", "random_transitions", "medium_transitions", "expert_transitions",
+                       "rollout_envs")
+
     def train_dict(self) -> dict:
-        """The settings training depends on (dataset sizes and reference episodes may change afterwards)."""
-        d = dataclasses.asdict(self)
-        for k in ("reference_episodes", "random_transitions", "medium_transitions", "expert_transitions"):
-            d.pop(k)
-        return json.loads(json.dumps(d))
+        """The settings training depends on."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        return {k: v for k, v in d.items() if k not in self._AFTER_TRAINING}
 
     def dataset_dict(self, kind: str) -> dict:
-        """The settings dataset `kind` depends on: training, references and its own size(s)."""
+        """The settings dataset `kind` depends on: everything but the other kinds' sizes (the pick and the
+        references reach every dataset through its reference scores)."""
         own = {"random": ("random",), "medium": ("medium",), "expert": ("expert",), "medium-replay": (),
                "medium-expert": ("medium", "expert")}[kind]
         d = json.loads(json.dumps(dataclasses.asdict(self)))
@@ -249,6 +282,16 @@ class CollectSettings:
             if k not in own:
                 d.pop(f"{k}_transitions")
         return d
+
+
+# Training settings added after runs were made: a run's state.json without them had their default.
+_TRAIN_KEYS_ADDED = {"max_episode_steps": None}
+# ailot_collection metadata keys that are results, not settings (not compared when deciding to rewrite)
+_DERIVED_KEYS = ("snapshots", "own_references", "stats")
+REFERENCES = ("d4rl", "own")
+# Envs stepped together in a snapshot evaluation: 50 HalfCheetah episodes took 6.3 s of CPU at 10 envs, 4.5 s
+# at 25 and 4.1 s at 50 (2-core machine); 25 keeps a Hopper round from waiting long on one long episode.
+EVAL_ENVS = 25
 
 
 def env_name(env_id: str) -> str:
@@ -260,25 +303,52 @@ def dataset_id(env_id: str, kind: str) -> str:
     return f"ailot/{env_name(env_id)}/{kind}-v0"
 
 
+def env_spec(s: CollectSettings):
+    """The EnvSpec every stage uses (and the datasets record): the env's, with `max_episode_steps` if set."""
+    from ailot.envs import env_spec_from
+
+    spec = env_spec_from(s.env_id)
+    return spec if s.max_episode_steps is None else dataclasses.replace(spec, max_episode_steps=s.max_episode_steps)
+
+
+def d4rl_references(env_id: str) -> tuple[float, float] | None:
+    """D4RL's (REF_MIN_SCORE, REF_MAX_SCORE) for a gymnasium locomotion id, None for other envs."""
+    from ailot.data.reference import d4rl_reference
+
+    return d4rl_reference(None, env_id)
+
+
 def check_settings(s: CollectSettings) -> None:
     """Refuse bad inputs before any work: unknown env, non-Box spaces, non-positive sizes."""
     import gymnasium as gym
 
-    from ailot.envs import env_spec_from
-
     for name in ("train_steps", "update_every", "batch_size", "eval_every", "eval_episodes", "checkpoint_every",
-                 "reference_episodes", "random_transitions", "medium_transitions", "expert_transitions"):
+                 "select_every", "select_episodes", "reference_episodes", "random_transitions",
+                 "medium_transitions", "expert_transitions", "rollout_envs"):
         value = getattr(s, name)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
             raise AilotInputError(name, f"is {value!r}", "use a positive integer")
+    if s.max_episode_steps is not None and (not isinstance(s.max_episode_steps, (int, np.integer))
+                                            or isinstance(s.max_episode_steps, bool) or s.max_episode_steps <= 0):
+        raise AilotInputError("max_episode_steps", f"is {s.max_episode_steps!r}",
+                              "use a positive integer, or leave it unset for the env's own limit")
     if not 0 <= s.start_steps <= s.train_steps:
         raise AilotInputError("start_steps", f"is {s.start_steps}", f"use a value in [0, train_steps={s.train_steps}]")
     if s.eval_every > s.train_steps:
         raise AilotInputError("eval_every", f"{s.eval_every} > train_steps {s.train_steps}",
                               "evaluate at least once during training (eval_every <= train_steps)")
+    if s.select_every % s.eval_every:
+        raise AilotInputError("select_every", f"{s.select_every} is not a multiple of eval_every {s.eval_every}",
+                              "evaluate snapshots that exist: a multiple of eval_every")
+    if not isinstance(s.select_deterministic, bool):
+        raise AilotInputError("select_deterministic", f"is {s.select_deterministic!r}", "use true or false")
+    if not 0 < s.medium_fraction < 1:
+        raise AilotInputError("medium_fraction", f"is {s.medium_fraction!r}", "use a fraction in (0, 1), D4RL's 1/3")
+    if s.references not in REFERENCES:
+        raise AilotInputError("references", f"is {s.references!r}", f"use one of {', '.join(REFERENCES)}")
     if not s.sac.hidden_dims or min(s.sac.hidden_dims) < 1:
         raise AilotInputError("hidden_dims", f"is {s.sac.hidden_dims}", "use positive layer widths, e.g. 256 256")
-    spec = env_spec_from(s.env_id)  # AilotInputError for an unknown id
+    spec = env_spec(s)  # AilotInputError for an unknown id
     env = gym.make(spec)
     try:
         act, obs = env.action_space, env.observation_space
@@ -290,6 +360,9 @@ def check_settings(s: CollectSettings) -> None:
     if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
         raise AilotInputError(f"env {s.env_id!r}", f"has observation space {obs}, not a flat (1-d) Box",
                               "use an env with array observations such as Hopper-v5")
+    if s.references == "d4rl" and d4rl_references(s.env_id) is None:
+        raise AilotInputError(f"env {s.env_id!r}", "has no D4RL reference scores (D4RL has hopper, walker2d, "
+                              "halfcheetah and ant)", "pass references='own' (--references own)")
 
 
 # ------------------------------------------------------------------------------------- checkpoint files
@@ -374,7 +447,7 @@ def _evaluate(sac: SAC, params: Any, spec, episodes: int, seed: int, determinist
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return evaluate(policy_fn(sac, params, deterministic), spec, num_episodes=episodes,
-                        num_envs=min(episodes, 10), seed=seed).returns
+                        num_envs=min(episodes, EVAL_ENVS), seed=seed).returns
 
 
 def _subseed(s: CollectSettings, *tags: int) -> int:
@@ -387,17 +460,17 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
     import gymnasium as gym
     from tqdm.auto import tqdm
 
-    from ailot.envs import env_spec_from
-
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
-    if state is not None and state["settings"] != s.train_dict():
-        raise AilotInputError(f"work dir {str(work_dir)!r}", "holds a run with other training settings "
-                              f"{state['settings']}", "use another --work-dir, the same settings, or --overwrite")
+    if state is not None:
+        state["settings"] = {**_TRAIN_KEYS_ADDED, **state["settings"]}
+        if state["settings"] != s.train_dict():
+            raise AilotInputError(f"work dir {str(work_dir)!r}", "holds a run with other training settings "
+                                  f"{state['settings']}", "use another --work-dir, the same settings, or --overwrite")
     if state is not None and state["training_done"]:
         return state
-    spec = env_spec_from(s.env_id)
+    spec = env_spec(s)
     env = gym.make(spec)
     obs_dim, action_dim = int(np.prod(env.observation_space.shape)), int(env.action_space.shape[0])
     low, high = env.action_space.low, env.action_space.high
@@ -480,46 +553,140 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
     return state
 
 
+# -------------------------------------------------------------------------------------------------- select
+
+
+def pick(evals: list[dict], medium_fraction: float = 1 / 3) -> tuple[dict, dict]:
+    """(expert, medium) from snapshot evaluations [{'step', 'return_mean', ...}].
+
+    expert = the best mean return (the later snapshot on a tie). medium = D4RL's early-stopped policy: among the
+    snapshots taken before the expert's, the one whose mean return is nearest `medium_fraction` (1/3) of the
+    expert's (the earlier on a tie), so medium-replay (the buffer up to it) is the data "until the policy reaches
+    the medium level"; the expert itself when it is the first snapshot.
+    """
+    expert = max(evals, key=lambda x: (x["return_mean"], x["step"]))
+    before = [x for x in evals if x["step"] < expert["step"]] or [expert]
+    target = medium_fraction * expert["return_mean"]
+    medium = min(before, key=lambda x: (abs(x["return_mean"] - target), x["step"]))
+    return expert, medium
+
+
+def selection_steps(s: CollectSettings, snapshots: list[dict]) -> list[int]:
+    """Steps of the snapshots that get the selection evaluation: every `select_every`, and the last."""
+    steps = sorted(x["step"] for x in snapshots)
+    return [t for t in steps if t % s.select_every == 0 or t == steps[-1]]
+
+
+def select_snapshots(s: CollectSettings, work: Path, state: dict, sac: SAC, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[dict]:
+    """Evaluate the selection snapshots on `select_episodes` episodes each; every result is
+    written to selection.json as soon as it is made, so a rerun evaluates only the missing ones."""
+    from tqdm.auto import tqdm
+
+    path = work / "selection.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    files = {x["step"]: x for x in state["snapshots"]}
+    steps = selection_steps(s, state["snapshots"])
+    spec = env_spec(s)
+    out = []
+    what = {"episodes": s.select_episodes, "deterministic": s.select_deterministic}
+    todo = [t for t in steps if {k: done.get(str(t), {}).get(k) for k in what} != what]
+    if todo:
+        log(f"ailot.data.collect: evaluating {len(todo)} of {len(steps)} snapshots on {s.select_episodes} episodes "
+            f"({'deterministic' if s.select_deterministic else 'sampled'} actions)")
+    t0 = time.perf_counter()
+    for step in tqdm(steps, desc=f"select {s.env_id}", disable=not progress or not todo, unit="snapshot"):
+        key = str(step)
+        if step in todo:
+            params = flax.serialization.from_bytes(sac.actor.params, (work / files[step]["file"]).read_bytes())
+            returns = _evaluate(sac, params, spec, s.select_episodes, _subseed(s, 6, step), s.select_deterministic)
+            done[key] = {"step": step, "episodes": s.select_episodes, "deterministic": s.select_deterministic,
+                         "return_mean": float(returns.mean()),
+                         "return_std": float(returns.std()), "train_eval_return": files[step]["return_mean"]}
+            _write_json(path, done)
+        out.append({**done[key], "file": files[step]["file"]})
+    if todo:
+        log(f"ailot.data.collect: selection evaluation took {time.perf_counter() - t0:.0f}s")
+    return out
+
+
 # --------------------------------------------------------------------------------------------- datasets
 
 
-def _rollouts(collector, policy, n: int, seed: int, bar) -> None:
-    """`n` transitions of `policy(obs [1, d], key)` through a Minari DataCollector (last episode cut)."""
+def _rollouts(spec, policy, n: int, seed: int, num_envs: int, bar) -> list[dict]:
+    """`n` transitions of `policy(obs [B, d], key) -> actions [B, a]` from `num_envs` envs stepped together,
+    as episodes (observations [T+1, d], ...) in the order they end. The episode that reaches `n` is cut there
+    and marked truncated; episodes still running then are dropped (each at most one episode long)."""
+    import gymnasium as gym
+
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
-    done, steps = True, 0
-    while steps < n:
-        if done:
-            obs, _ = collector.reset(seed=int(rng.integers(2**31 - 1)))
-        key, sub = jax.random.split(key)
-        action = np.asarray(policy(obs[None], sub)[0], np.float32)
-        obs, _, terminated, truncated, _ = collector.step(action)
-        done = terminated or truncated
-        steps += 1
-        bar.update(1)
+    envs = [gym.make(spec) for _ in range(num_envs)]
+    fields = ("actions", "rewards", "terminations", "truncations")
+
+    def fresh(env):
+        obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+        return {"observations": [obs], **{k: [] for k in fields}}
+
+    try:
+        runs = [fresh(env) for env in envs]
+        episodes, total = [], 0
+        while total < n:
+            key, sub = jax.random.split(key)
+            actions = np.asarray(policy(np.stack([r["observations"][-1] for r in runs]).astype(np.float32), sub),
+                                 np.float32)
+            for i, env in enumerate(envs):
+                obs, reward, terminated, truncated, _ = env.step(actions[i])
+                run = runs[i]
+                for k, v in zip(("observations", *fields), (obs, actions[i], reward, terminated, truncated)):
+                    run[k].append(v)
+                if terminated or truncated:
+                    episodes.append({k: np.asarray(v) for k, v in run.items()})
+                    total += len(run["rewards"])
+                    bar.update(len(run["rewards"]))
+                    if total >= n:
+                        break
+                    runs[i] = fresh(env)
+    finally:
+        for env in envs:
+            env.close()
+    cut = len(episodes[-1]["rewards"]) - (total - n)
+    if cut < len(episodes[-1]["rewards"]):
+        last = {k: v[: cut + 1] if k == "observations" else v[:cut].copy() for k, v in episodes[-1].items()}
+        last["terminations"][-1], last["truncations"][-1] = False, True
+        episodes[-1] = {**last, "cut": True}  # not stored; keeps it out of the dataset's mean return
+    return episodes
 
 
-def _meta(s: CollectSettings, kind: str, snapshots: dict) -> str:
-    return json.dumps({**s.dataset_dict(kind), "snapshots": snapshots}, sort_keys=True)
+def _stats(episodes: list[dict], refs: tuple[float, float]) -> dict:
+    """Mean episode return and its D4RL normalized score (the number D4RL's dataset tables give), without a
+    rollout's cut last episode, which would pull the mean down."""
+    from ailot.data.reference import normalized_score
+
+    whole = [ep for ep in episodes if not ep.get("cut")] or episodes
+    returns = np.array([float(np.sum(ep["rewards"])) for ep in whole])
+    return {"episodes": len(episodes), "transitions": int(sum(len(ep["rewards"]) for ep in episodes)),
+            "return_mean": float(returns.mean()),
+            "normalized_score_mean": float(normalized_score(returns, *refs).mean())}
 
 
 def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike | None = None,
             root: str | os.PathLike | None = None, *, overwrite: bool = False, progress: bool = True,
             stop_after: int | None = None, train_only: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Run every stage not yet done; returns {'ids': {kind: id}, 'refs': (min, max), 'snapshots': ...}.
+    """Run every stage not yet done; returns {'ids': {kind: id}, 'refs': (min, max), 'own_refs': (min, max),
+    'selection': [...], 'medium': ..., 'expert': ..., 'stats': {kind: ...}, 'state': ...}.
 
     `root` sets MINARI_DATASETS_PATH for this process; `work_dir` (default ~/.cache/ailot/collect/{env}-seed{seed})
-    holds checkpoints and snapshots. `stop_after` ends training (raising `Stop`) at the first checkpoint at or
-    after that many env steps; a rerun resumes there. Existing datasets with other settings need `overwrite`.
+    holds checkpoints, snapshots and the selection and reference results. `stop_after` ends training (raising
+    `Stop`) at the first checkpoint at or after that many env steps; a rerun resumes there. Existing datasets
+    with other settings need `overwrite`, which replaces them, and the run in `work_dir` too when its training
+    settings differ (a change of the pick or the sizes alone keeps training and the selection).
     """
     import gymnasium as gym
     import minari
-    from minari import DataCollector
     from minari.data_collector import EpisodeBuffer
     from minari.storage import get_dataset_path
     from tqdm.auto import tqdm
-
-    from ailot.envs import env_spec_from
 
     s = settings or CollectSettings()
     check_settings(s)
@@ -532,26 +699,30 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         have = existing_settings(ids[kind], "ailot_collection")
         if have is None:
             todo.append(kind)
-        elif {k: v for k, v in have.items() if k != "snapshots"} != s.dataset_dict(kind) or overwrite:
+        elif {k: v for k, v in have.items() if k not in _DERIVED_KEYS} != s.dataset_dict(kind):
             if not overwrite:
                 raise AilotInputError(f"dataset {ids[kind]!r}", f"exists with other settings {have}",
                                       "pass overwrite=True (--overwrite) to replace it, or use another --root")
             todo.append(kind)
-    if overwrite and work.exists():
-        shutil.rmtree(work)
+    if overwrite and (work / "state.json").exists():
+        trained = {**_TRAIN_KEYS_ADDED, **json.loads((work / "state.json").read_text())["settings"]}
+        if trained != s.train_dict():  # another training run: start afresh (its selection and references too)
+            shutil.rmtree(work)
     state = train_sac(s, work, progress, stop_after, log)
     if train_only:
         return {"ids": ids, "snapshots": state["snapshots"], "state": state, "work_dir": str(work)}
 
-    spec = env_spec_from(s.env_id)
+    spec = env_spec(s)
     env = gym.make(spec)
     obs_dim = int(np.prod(env.observation_space.shape))
     sac = SAC.create(s.seed, obs_dim, env.action_space.low, env.action_space.high, s.sac)
     env.close()
-    snaps = state["snapshots"]
-    expert = max(snaps, key=lambda x: (x["return_mean"], x["step"]))
-    others = [x for x in snaps if x is not expert] or [expert]
-    medium = min(others, key=lambda x: (abs(x["return_mean"] - expert["return_mean"] / 3), x["step"]))
+    selection = select_snapshots(s, work, state, sac, progress, log)
+    expert, medium = pick(selection, s.medium_fraction)
+    log(f"ailot.data.collect: expert = step {expert['step']} (return {expert['return_mean']:.1f} +- "
+        f"{expert['return_std']:.1f} over {s.select_episodes} episodes), medium = step {medium['step']} (return "
+        f"{medium['return_mean']:.1f}, target {s.medium_fraction:.3g} of the expert's: "
+        f"{s.medium_fraction * expert['return_mean']:.1f})")
     params = {name: flax.serialization.from_bytes(sac.actor.params, (work / x["file"]).read_bytes())
               for name, x in (("medium", medium), ("expert", expert))}
     chosen = {"medium": medium, "expert": expert}
@@ -560,65 +731,71 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         u = jax.random.uniform(key, (len(obs), len(sac.action_scale)), minval=-1.0, maxval=1.0)
         return np.asarray(u * sac.action_scale + sac.action_bias, np.float32)
 
+    # own references: keyed by what they measure, so a new pick or episode count measures them again
     refs_path = work / "references.json"
-    refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
-    if refs is None or refs["episodes"] != s.reference_episodes:
+    refs_key = {"episodes": s.reference_episodes, "expert_step": expert["step"],
+                "deterministic": s.select_deterministic}
+    own = json.loads(refs_path.read_text()) if refs_path.exists() else None
+    if own is None or {k: own.get(k) for k in refs_key} != refs_key:
         from ailot.evaluate import evaluate
 
-        lo = evaluate(random_policy, spec, num_episodes=s.reference_episodes, num_envs=min(10, s.reference_episodes),
-                      seed=_subseed(s, 3)).returns
-        hi = _evaluate(sac, params["expert"], spec, s.reference_episodes, _subseed(s, 4))
-        refs = {"episodes": s.reference_episodes, "ref_min_score": float(lo.mean()), "ref_max_score": float(hi.mean())}
-        _write_json(refs_path, refs)
-    ref = (refs["ref_min_score"], refs["ref_max_score"])
-    common = dict(eval_env=spec, algorithm_name="ailot SAC (JAX)", author="ailot", ref_min_score=ref[0],
+        lo = evaluate(random_policy, spec, num_episodes=s.reference_episodes,
+                      num_envs=min(EVAL_ENVS, s.reference_episodes), seed=_subseed(s, 3)).returns
+        hi = _evaluate(sac, params["expert"], spec, s.reference_episodes, _subseed(s, 4), s.select_deterministic)
+        own = {**refs_key, "ref_min_score": float(lo.mean()), "ref_max_score": float(hi.mean())}
+        _write_json(refs_path, own)
+    own_refs = (own["ref_min_score"], own["ref_max_score"])
+    ref = d4rl_references(s.env_id) if s.references == "d4rl" else own_refs
+    log(f"ailot.data.collect: reference scores {ref} ({s.references}); own random / expert returns "
+        f"{own_refs[0]:.1f} / {own_refs[1]:.1f}")
+    common = dict(eval_env=spec, env=spec, algorithm_name="ailot SAC (JAX)", author="ailot", ref_min_score=ref[0],
                   ref_max_score=ref[1], num_episodes_average_score=s.reference_episodes,
                   requirements=[f"gymnasium>={gym.__version__}"])
+    stats = {}
 
-    def write(kind: str, make: Callable[[], Any], description: str) -> None:
+    def write(kind: str, episodes: list[dict], description: str) -> None:
+        stats[kind] = _stats(episodes, ref)
         if kind not in todo:
             return
         if existing_settings(ids[kind], "ailot_collection") is not None:
             shutil.rmtree(get_dataset_path(ids[kind]))
+        buf = [EpisodeBuffer(id=i, **{k: v for k, v in ep.items() if k != "cut"}) for i, ep in enumerate(episodes)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing author e-mail / permalink warnings
-            dataset = make(description)
-        dataset.storage.update_metadata({"ailot_collection": _meta(s, kind, chosen)})
-        log(f"ailot.data.collect: wrote {ids[kind]} ({dataset.total_steps} transitions, "
-            f"{dataset.total_episodes} episodes) -> {get_dataset_path(ids[kind])}")
+            dataset = minari.create_dataset_from_buffers(dataset_id=ids[kind], buffer=buf, description=description,
+                                                         **common)
+        meta = {**s.dataset_dict(kind), "snapshots": chosen, "stats": stats[kind],
+                "own_references": {"ref_min_score": own_refs[0], "ref_max_score": own_refs[1]}}
+        dataset.storage.update_metadata({"ailot_collection": json.dumps(meta, sort_keys=True)})
+        log(f"ailot.data.collect: wrote {ids[kind]} ({dataset.total_steps} transitions, {dataset.total_episodes} "
+            f"episodes, mean return {stats[kind]['return_mean']:.1f}, normalized "
+            f"{stats[kind]['normalized_score_mean']:.1f}) -> {get_dataset_path(ids[kind])}")
 
-    def rollout_dataset(kind: str, policy, n: int, tag: int):
-        def make(description):
-            collector = DataCollector(gym.make(spec))
-            with tqdm(total=n, desc=ids[kind], disable=not progress, unit="step") as bar:
-                _rollouts(collector, policy, n, _subseed(s, 5, tag), bar)
-            out = collector.create_dataset(dataset_id=ids[kind], description=description, **common)
-            collector.close()
-            return out
-        return make
+    def rollout(kind: str, policy, n: int, tag: int) -> list[dict]:
+        if kind not in todo:
+            return _episodes_of(ids[kind])
+        with tqdm(total=n, desc=ids[kind], disable=not progress, unit="step") as bar:
+            return _rollouts(spec, policy, n, _subseed(s, 5, tag), s.rollout_envs, bar)
 
-    def buffer_dataset(kind: str, episodes: list[dict]):
-        def make(description):
-            buf = [EpisodeBuffer(id=i, **ep) for i, ep in enumerate(episodes)]
-            return minari.create_dataset_from_buffers(dataset_id=ids[kind], buffer=buf, env=spec,
-                                                      description=description, **common)
-        return make
-
-    write("random", rollout_dataset("random", random_policy, s.random_transitions, 0),
-          "Uniform random actions.")
-    write("medium", rollout_dataset("medium", policy_fn(sac, params["medium"], False), s.medium_transitions, 1),
-          f"SAC snapshot at step {medium['step']} (eval return {medium['return_mean']:.1f}, closest to 1/3 of "
-          "the expert's), actions sampled from the policy.")
-    write("expert", rollout_dataset("expert", policy_fn(sac, params["expert"], False), s.expert_transitions, 2),
-          f"Best SAC snapshot, step {expert['step']} (eval return {expert['return_mean']:.1f}), actions sampled.")
+    if "random" in todo:
+        write("random", rollout("random", random_policy, s.random_transitions, 0), "Uniform random actions.")
+    parts = {}
+    for tag, (kind, x) in enumerate((("medium", medium), ("expert", expert)), start=1):
+        if kind not in todo and "medium-expert" not in todo:
+            continue
+        parts[kind] = rollout(kind, policy_fn(sac, params[kind], False), getattr(s, f"{kind}_transitions"), tag)
+        why = (f"closest to {s.medium_fraction:.3g} of the expert's among the earlier snapshots" if kind == "medium"
+               else "the best")
+        write(kind, parts[kind], f"SAC snapshot at step {x['step']} (mean return {x['return_mean']:.1f} over "
+              f"{s.select_episodes} episodes; {why}), actions sampled from the policy.")
     if "medium-replay" in todo:
-        write("medium-replay", buffer_dataset("medium-replay", split_episodes(load_buffer(work), medium["step"])),
+        write("medium-replay", split_episodes(load_buffer(work), medium["step"]),
               f"SAC replay buffer up to the medium snapshot (step {medium['step']}), in its episodes.")
     if "medium-expert" in todo:
-        parts = [_episodes_of(ids["medium"]), _episodes_of(ids["expert"])]
-        write("medium-expert", buffer_dataset("medium-expert", parts[0] + parts[1]),
+        write("medium-expert", parts["medium"] + parts["expert"],
               "The medium dataset's episodes followed by the expert dataset's.")
-    return {"ids": ids, "refs": ref, "snapshots": snaps, "medium": medium, "expert": expert, "state": state}
+    return {"ids": ids, "refs": ref, "own_refs": own_refs, "selection": selection, "snapshots": state["snapshots"],
+            "medium": medium, "expert": expert, "stats": stats, "state": state}
 
 
 def _episodes_of(dataset_id_: str) -> list[dict]:
@@ -639,22 +816,29 @@ def main(argv: list[str] | None = None) -> int:
     d = CollectSettings()
     p.add_argument("--env", default=d.env_id, help="gymnasium env id with a Box action space")
     p.add_argument("--seed", type=int, default=d.seed)
-    for name in ("train_steps", "start_steps", "update_every", "batch_size", "eval_every", "eval_episodes",
-                 "checkpoint_every", "reference_episodes", "random_transitions", "medium_transitions",
-                 "expert_transitions"):
+    for name in ("train_steps", "start_steps", "update_every", "batch_size", "max_episode_steps", "eval_every",
+                 "eval_episodes", "checkpoint_every", "select_every", "select_episodes", "reference_episodes",
+                 "random_transitions", "medium_transitions", "expert_transitions", "rollout_envs"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {getattr(d, name)}")
+    p.add_argument("--medium-fraction", type=float, default=None,
+                   help=f"medium = the snapshot nearest this fraction of the expert's return ({d.medium_fraction:.4g})")
+    p.add_argument("--select-deterministic", action="store_true", default=None,
+                   help="pick expert and medium by tanh(mean) actions instead of sampled ones (the datasets')")
+    p.add_argument("--references", choices=REFERENCES, default=None,
+                   help=f"reference scores the datasets carry: D4RL's for the env or our own (default {d.references})")
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="MLP widths (default 256 256)")
     p.add_argument("--work-dir", default=None, help="checkpoints/snapshots (default ~/.cache/ailot/collect/...)")
     p.add_argument("--root", default=None, help="datasets folder (sets MINARI_DATASETS_PATH)")
-    p.add_argument("--overwrite", action="store_true", help="retrain and replace existing datasets")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace datasets made with other settings (and the run in --work-dir if trained otherwise)")
     p.add_argument("--stop-after", type=int, default=None, help="stop training at the first checkpoint after N steps")
     p.add_argument("--train-only", action="store_true", help="train (and snapshot) only; write no datasets")
     p.add_argument("--quick", action="store_true", help="smoke size: 5000 steps, 1000-step datasets, [64, 64]")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     base_settings = (dict(train_steps=5000, start_steps=1000, eval_every=1000, checkpoint_every=1000,
-                          reference_episodes=5, random_transitions=1000, medium_transitions=1000,
-                          expert_transitions=1000) if args.quick else {})
+                          select_every=1000, select_episodes=5, reference_episodes=5, random_transitions=1000,
+                          medium_transitions=1000, expert_transitions=1000) if args.quick else {})
     overrides = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(d)} and v is not None}
     sac = SACConfig(hidden_dims=tuple(args.hidden) if args.hidden else ((64, 64) if args.quick else (256, 256)))
     try:

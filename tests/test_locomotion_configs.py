@@ -1,0 +1,83 @@
+"""tune/configs/benchmark-locomotion.yaml (our D4RL-style data) and d4rl-locomotion.yaml (D4RL's own files) are
+one sweep on two data sources: they may differ only in the sweep name and the datasets' agent ids.
+
+The files are compared as parsed YAML, not through load_sweep_config: `expert: same` and the seabo / oril
+labellers are checked by the config loader only once those land."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIGS = Path(__file__).resolve().parent.parent / "tune" / "configs"
+ENVS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
+KINDS = ("medium", "medium-replay", "medium-expert")
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return {name: yaml.safe_load((CONFIGS / f"{name}-locomotion.yaml").read_text()) for name in ("benchmark", "d4rl")}
+
+
+def _without_sources(cfg: dict) -> dict:
+    out = copy.deepcopy(cfg)
+    out.pop("name")
+    for entry in out["datasets"]:
+        entry.pop("agent")
+    return out
+
+
+def test_the_two_configs_differ_only_in_the_sweep_name_and_the_agent_ids(configs):
+    bench, d4rl = configs["benchmark"], configs["d4rl"]
+    assert _without_sources(bench) == _without_sources(d4rl)
+    assert (bench["name"], d4rl["name"]) == ("benchmark-locomotion", "d4rl-locomotion")
+    assert [e["name"] for e in bench["datasets"]] == [e["name"] for e in d4rl["datasets"]]  # rows line up
+
+
+def test_the_nine_datasets_name_the_same_env_and_kind_in_both(configs):
+    names = [f"{env}-{kind}" for env in ENVS for kind in KINDS]
+    for which, cfg in configs.items():
+        assert [e["name"] for e in cfg["datasets"]] == names, which
+        for entry in cfg["datasets"]:
+            env, kind = entry["name"].split("-", 1)
+            assert entry["expert"] == "same" and entry["task_family"] == "locomotion", entry
+            assert entry["env"] == ENVS[env], entry
+            expected = (f"ailot/{env}/{kind}-v0" if which == "benchmark"
+                        else f"data/d4rl/{env}_{kind.replace('-', '_')}-v2.hdf5")
+            assert entry["agent"] == expected
+
+
+def test_the_d4rl_files_get_d4rl_reference_scores_by_name(configs):
+    from ailot.data.reference import REF_MAX_SCORE, REF_MIN_SCORE, d4rl_reference
+
+    for entry in configs["d4rl"]["datasets"]:
+        env, kind = entry["name"].split("-", 1)
+        table = f"{env}-{kind}-v2"
+        assert d4rl_reference(entry["agent"]) == (REF_MIN_SCORE[table], REF_MAX_SCORE[table])
+        # our datasets carry the same pair (ailot.data.collect, references: d4rl)
+        assert d4rl_reference(None, entry["env"]) == (REF_MIN_SCORE[table], REF_MAX_SCORE[table])
+
+
+def test_the_sweep_grid(configs):
+    cfg = configs["benchmark"]
+    assert sorted(cfg["labellers"]) == ["ailot", "oril", "otr", "seabo", "true"]
+    assert cfg["learners"] == {"iql": {}, "bc": {}}  # IQL at its locomotion preset, no overrides
+    assert cfg["seeds"] == [0, 1, 2]
+    assert cfg["train"]["steps"] == 30000
+
+
+def test_every_other_key_loads(configs):
+    """What the loader knows today accepts the rest of both files: the expert swapped for the agent (what `same`
+    means) and the labellers still being added left out."""
+    from ailot.config import LABELLERS, sweep_config_from_dict
+
+    for which, cfg in configs.items():
+        raw = copy.deepcopy(cfg)
+        for entry in raw["datasets"]:
+            entry["expert"] = entry["agent"]
+        raw["labellers"] = {k: v for k, v in raw["labellers"].items() if k in LABELLERS}
+        loaded = sweep_config_from_dict(raw)
+        assert len(loaded.datasets) == 9 and loaded.train.steps == 30000, which
