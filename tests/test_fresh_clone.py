@@ -45,8 +45,9 @@ def test_fresh_clone_main_command_trains_and_writes_outside_results(pointmaze_um
     ray_tmp = tempfile.mkdtemp(prefix="rayfc", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "PYTHONPATH": str(clone), "AILOT_CORE_CLAIMS": os.path.join(ray_tmp, "claims")}
     try:
-        proc = subprocess.run([sys.executable, "tune/sweep.py", "--config", "tune/configs/smoke.yaml", "--quiet",
-                               "--no-plots", "--num-cpus", "2", "--ray-temp-dir", ray_tmp],
+        # the README's main command, `ailot sweep --config tune/configs/smoke.yaml`, with this clone's code
+        proc = subprocess.run([sys.executable, "-m", "ailot.cli", "sweep", "--config", "tune/configs/smoke.yaml",
+                               "--quiet", "--no-plots", "--num-cpus", "2", "--ray-temp-dir", ray_tmp],
                               cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
