@@ -62,23 +62,27 @@ def main(argv: list[str] | None = None) -> int:
         pair = pipeline.load_pair(ds, progress=False)
         agent = pair[0]
         rows: dict[str, list] = {}
-        for seed in seeds:
-            keys = pipeline.rewards_for(ds, pair, seed, settings, cfg, progress=False)
+        keys_by_seed = {seed: pipeline.rewards_for(ds, pair, seed, settings, cfg, progress=False) for seed in seeds}
+        metas = {k: cache.meta(k) or {} for keys in keys_by_seed.values() for k in keys.values()}
+        batches: dict[float, set] = {}  # OT settings solved together on the pool share one batch time
+        for k, meta in metas.items():
+            if meta.get("seconds_for_batch") is not None:
+                batches.setdefault(meta["seconds_for_batch"], set()).add(k)
+        for keys in keys_by_seed.values():
             for s in settings:
                 key = keys[pipeline.setting_id(s)]
-                meta = cache.meta(key) or {}
+                meta = metas[key]
                 seconds = meta.get("seconds")
-                if seconds is None and meta.get("seconds_for_batch") is not None:  # solved together on the pool
-                    same_batch = [k for k in keys.values() if (cache.meta(k) or {}).get("seconds_for_batch") ==
-                                  meta["seconds_for_batch"]]
-                    seconds = meta["seconds_for_batch"] / max(1, len(same_batch))
+                if seconds is None and meta.get("seconds_for_batch") is not None:
+                    seconds = meta["seconds_for_batch"] / len(batches[meta["seconds_for_batch"]])
                 ep, step = agreement(cache.get(key)["rewards"], agent)
-                rows.setdefault(pipeline.setting_id(s), []).append((ep, step, seconds))
+                rows.setdefault(pipeline.setting_id(s), []).append((ep, step, seconds, key))
         for s in settings:
             got = rows[pipeline.setting_id(s)]
-            eps = ", ".join("n/a" if np.isnan(e) else f"{e:.2f}" for e, _, _ in got)
-            steps = [st for _, st, _ in got if not np.isnan(st)]
-            secs = [sec for _, _, sec in got if sec is not None]
+            eps = ", ".join("n/a" if np.isnan(e) else f"{e:.2f}" for e, _, _, _ in got)
+            steps = [st for _, st, _, _ in got if not np.isnan(st)]
+            # a setting whose rewards do not depend on the seed is one cache entry, timed once
+            secs = [sec for sec, _ in {key: (sec, key) for _, _, sec, key in got}.values() if sec is not None]
             step = f"{np.mean(steps):.2f}" if steps else "n/a"
             per_1e5 = f"{np.mean(secs) * 1e5 / agent.num_transitions:.1f}" if secs else "n/a"
             reads = "yes" if labellers.reads_expert_actions(s) else "no"
