@@ -162,13 +162,19 @@ def stoppable():
         return
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    # whatever handles SIGINT at that moment (Tune's, during the trials) handles SIGTERM too
-    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    forward_sigterm()
     try:
         yield
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def forward_sigterm() -> None:
+    """SIGTERM as SIGINT: whatever handles SIGINT at that moment (Tune's, during the trials) handles it. Called
+    again after ray.init, which installs its own SIGTERM handler (a plain exit, no rows written)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +244,7 @@ def run(args) -> int:
         pairs = {ds.label: pipeline.load_pair(ds, progress=not args.quiet) for ds in cfg.datasets}
         stages.check_sizes(cfg, pairs)
         init_ray(args)
+        forward_sigterm()
         try:
             summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
                                        pairs=pairs, fixed_cluster=not address)
