@@ -132,13 +132,7 @@ def improvement_probabilities(pairs: dict[tuple[str, str], tuple[np.ndarray, np.
 def load_results(path: StoragePath) -> pd.DataFrame:
     """A results file checked to hold results rows; `AilotInputError` otherwise."""
     what = f"results file {str(path)!r}"
-    try:
-        df = results.load(path)
-    except AilotInputError:
-        raise
-    except Exception as exc:  # pyarrow's ArrowInvalid and OSError: not a Parquet file
-        raise AilotInputError(what, f"is not a readable Parquet file ({type(exc).__name__})",
-                              "give a sweep's results file, results/<sweep>.parquet") from exc
+    df = results.load(path)  # a missing, empty or non-Parquet file stops there, named
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise AilotInputError(what, f"lacks the results columns {', '.join(missing)}",

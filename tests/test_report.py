@@ -232,7 +232,7 @@ def test_the_cli_exits_2_with_one_line_on_a_file_that_is_not_results(content, tm
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: results file '{path}': "), proc.stderr
     assert {"other-columns": "lacks the results columns trial_id, dataset", "no-rows": "has no rows",
-            "not-parquet": "is not a readable Parquet file"}[content] in lines[0]
+            "not-parquet": "is not a Parquet file"}[content] in lines[0]
     assert " Fix: " in lines[0] and proc.stdout == ""
     assert not (tmp_path / "reports").exists()
 
@@ -240,14 +240,14 @@ def test_the_cli_exits_2_with_one_line_on_a_file_that_is_not_results(content, tm
 def test_one_command_lists_and_runs_the_tools(bench, tmp_path, capsys):
     assert ailot_command(["--help"]) == 0
     listed = capsys.readouterr().out
-    for name in ("report", "summary", "plot", "generate", "export", "collect", "rewardmap"):
+    for name in ("sweep", "report", "summary", "plot", "generate", "export", "collect", "rewardmap"):
         assert re.search(rf"^  {name} ", listed, re.M), name
     assert ailot_command(["summary", str(bench)]) == 0
     assert "ailot+iql" in capsys.readouterr().out
     assert ailot_command(["plot", str(bench), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "learning_curves_hopper-medium.png").exists()
     assert ailot_command(["summary", str(tmp_path / "missing.parquet")]) == 2  # results' own error
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
     assert ailot_command(["report", str(bench), "--out", str(tmp_path / "r"), "--reps", "20", "--per-seed"]) == 0
     assert "wrote " in capsys.readouterr().out and (tmp_path / "r" / "bench.html").exists()
     with pytest.raises(SystemExit) as exc:
