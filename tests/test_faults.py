@@ -387,6 +387,8 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
     assert rc == 130 and re.search(r"^error: sweep 'sigint' interrupted: 2 trial\(s\) left unfinished .*--resume$",
                                    out, re.M), out[-3000:]
 
+    if how != "sigint":
+        return  # the resume after an interrupt is the same whichever signal it was
     rc, out = _run_until_exit(cmd + ["--resume"], env, 400, ray_tmp)
     assert rc == 0, out[-3000:]
     assert_one_row_per_eval(results.load(cfg.parquet_path), cfg)
