@@ -30,6 +30,7 @@ LABELLERS: Registry = Registry(__name__, {
     "sqil": "sqil:SQIL",
     "seabo": "seabo:SEABO",
     "clue": "clue:CLUE",
+    "pwil": "pwil:PWIL",
 })
 
 
