@@ -80,11 +80,11 @@ def rewards_for_config(cfg, setting: dict[str, Any], *, dataset: str | None = No
     if entry is None:
         raise RuntimeError(f"rewards {key} were computed but cannot be read back from {cache.root}")
     meta = cache.meta(key) or {}
+    cached = meta.get("created", 0) < t0  # the entry was there before this call
     provenance = {"config": cfg.name, "dataset": ds.label, "expert_id": ds.expert,
                   "expert_fingerprint": pair[1].fingerprint(), "seed": seed if seeded else None,
-                  "encoder": meta.get("encoder"), "rewards_key": key,
-                  "from_cache": meta.get("created", 0) < t0, "seconds": None if meta.get("created", 0) < t0
-                  else seconds}
+                  "encoder": meta.get("encoder"), "rewards_key": key, "from_cache": cached,
+                  "seconds": None if cached else seconds}
     return pair[0], entry["rewards"], provenance
 
 

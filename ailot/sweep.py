@@ -463,7 +463,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
                              "fault": os.environ.get("AILOT_FAULT")})
     agents = {label: pair[0] for label, pair in pairs.items()}
     # the expert datasets travel to the trials only where a labeller adds their transitions or a learner reads them
-    experts = {label: pair[1] for label, pair in pairs.items() if pipeline.trials_read_expert(cfg)}
+    experts = {label: pair[1] for label, pair in pairs.items()} if pipeline.trials_read_expert(cfg) else {}
     tune_path = str(storage.join(run_dir, "tune"))
     experiment = str(storage.join(tune_path, "trials"))
     # a trial whose rows are already in the results file, made the same way, is not rerun
