@@ -217,9 +217,10 @@ def read_geometry(path: StoragePath) -> pd.DataFrame | None:
 
 
 def method_name(row) -> str:
-    """'<labeller>+<learner>' of one row; BC is just 'bc'. `method_names` adds the knobs a sweep varied."""
-    if row["learner"] == "bc":
-        return "bc"
+    """'<labeller>+<learner>' of one row; a learner that takes no labeller's rewards (BC, SMODICE, ...) is just its
+    name. `method_names` adds the knobs a sweep varied."""
+    if row["learner"] == "bc" or row["labeller"] == "none":
+        return str(row["learner"])
     return f"{row['labeller']}+{row['learner']}"
 
 
@@ -237,7 +238,23 @@ def method_names(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> pd.Series:
                 continue
             values = rows[knob].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
             names.loc[rows.index] += f" {KNOB_LABELS.get(knob, knob)}=" + values
+        # any other labeller setting the sweep varied (e.g. SEABO's mode), read from the trial's config
+        settings = rows["config"].map(_labeller_setting) if "config" in rows else pd.Series(dtype=object)
+        keys = sorted({k for s in settings for k in s} - set(KNOBS) - set(exclude) - {"labeller"})
+        for key in keys:
+            values = settings.map(lambda s, key=key: str(s.get(key, "")))
+            if values.nunique() > 1:
+                names.loc[rows.index] += f" {key}=" + values
     return names
+
+
+def _labeller_setting(config: str | None) -> dict:
+    """The labeller setting in a row's `config` JSON ({} where there is none)."""
+    try:
+        setting = json.loads(config)["trial"]["labeller"]
+    except (TypeError, ValueError, KeyError):
+        return {}
+    return setting if isinstance(setting, dict) else {}
 
 
 def summarize(df: pd.DataFrame, group_extra: tuple[str, ...] = ()) -> pd.DataFrame:

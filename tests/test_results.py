@@ -116,3 +116,19 @@ def test_git_commit_marks_uncommitted_code(tmp_path):
     git_commit.cache_clear()
     assert git_commit(tmp_path / "ailot") == head + "+dirty"
     git_commit.cache_clear()
+
+
+def test_method_names_tell_apart_any_labeller_setting_the_sweep_varied():
+    import json
+
+    import pandas as pd
+
+    from ailot.results import method_names
+
+    def row(labeller, learner, setting):
+        return {"labeller": labeller, "learner": learner, "k": float("nan"),
+                "config": json.dumps({"trial": {"labeller": {"labeller": labeller, **setting}}})}
+
+    df = pd.DataFrame([row("seabo", "iql", {"mode": "ss", "beta": 0.5}), row("seabo", "iql", {"mode": "sas",
+                       "beta": 0.5}), row("none", "smodice", {}), row("none", "bc", {}), row("otr", "iql", {})])
+    assert list(method_names(df)) == ["seabo+iql mode=ss", "seabo+iql mode=sas", "smodice", "bc", "otr+iql"]
