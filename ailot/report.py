@@ -205,16 +205,20 @@ def cells(trials: pd.DataFrame, which: str = "last") -> dict[tuple[str, str], Ce
             for (d, m), g in trials.groupby(["dataset", "method"], sort=True)}
 
 
-def bold_set(table: dict[tuple[str, str], Cell]) -> set[tuple[str, str]]:
+def bold_set(table: dict[tuple[str, str], Cell], experts: set[str] = frozenset()) -> set[tuple[str, str]]:
     """Per dataset, the best mean and every method within one std of it (the larger of the two methods' stds):
-    the seeds cannot separate those."""
+    the seeds cannot separate those. Methods that read expert actions (`experts`) are ranked among themselves,
+    never against the state-only ones: theirs is an easier problem."""
     bold = set()
     for dataset in {d for d, _ in table}:
-        row = {m: c for (d, m), c in table.items() if d == dataset}
-        best = max(row.values(), key=lambda c: c.mean)
-        for m, c in row.items():
-            if best.mean - c.mean <= max(best.spread, c.spread):
-                bold.add((dataset, m))
+        for group in (False, True):
+            row = {m: c for (d, m), c in table.items() if d == dataset and (m in experts) == group}
+            if not row:
+                continue
+            best = max(row.values(), key=lambda c: c.mean)
+            for m, c in row.items():
+                if best.mean - c.mean <= max(best.spread, c.spread):
+                    bold.add((dataset, m))
     return bold
 
 
@@ -396,7 +400,7 @@ def _ci(point: float, interval) -> str:
 def _score_table(doc: Doc, trials: pd.DataFrame, which: str, methods: list[str], names: dict[str, str],
                  per_seed: bool, experts: set[str]):
     table = cells(trials, which)
-    bold = bold_set(table)
+    bold = bold_set(table, experts)
     datasets = sorted(trials["dataset"].unique())
     if methods_as_rows(methods, datasets):  # an ablation grid: its many settings read better down the page
         header = ["method"] + datasets
@@ -410,7 +414,8 @@ def _score_table(doc: Doc, trials: pd.DataFrame, which: str, methods: list[str],
     caption = (f"Normalized score at the {what}, mean {PM} std over runs (sample std); n = runs in that cell, "
                "each method with its own count" + (", per-run values in brackets in seed order" if per_seed else "")
                + ". Bold, per dataset: the best mean and every method within one std of it (the larger of the two "
-               "methods' stds): their seeds do not separate them.")
+               "methods' stds): their seeds do not separate them." + (f" The {DAGGER} methods are bolded among "
+               "themselves, apart from the state-only ones." if experts else ""))
     if experts:
         caption += f" {DAGGER}: the method trains on expert actions; the others see expert states only."
     doc.table(header, rows, caption)

@@ -174,6 +174,9 @@ def test_per_seed_values_and_bold_within_one_std():
              ("d", "c"): report.Cell([60.0, 61.0], [0, 1]), ("e", "a"): report.Cell([10.0], [0])}
     # b's mean is 1 below a's and within b's std (14.1): the seeds cannot separate them; c is 20 below
     assert report.bold_set(cells) == {("d", "a"), ("d", "b"), ("e", "a")}
+    # an expert-action method is ranked only among its kind: a far better one does not unbold the state-only best
+    cells[("d", "x")] = report.Cell([99.0, 99.5], [0, 1])
+    assert report.bold_set(cells, experts={"x"}) == {("d", "a"), ("d", "b"), ("e", "a"), ("d", "x")}
 
 
 def test_expert_action_methods_are_marked(built, tmp_path):
