@@ -7,7 +7,6 @@ One row per (trial, evaluation step). Read with `ailot.results.load(path)` or pl
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
@@ -156,7 +155,9 @@ def load(path: StoragePath) -> pd.DataFrame:
     if not data:
         raise AilotInputError(what, "is empty (0 bytes)", "pass a results file a sweep wrote, or rerun the sweep")
     try:
-        df = pd.read_parquet(io.BytesIO(data))
+        # an Arrow buffer, one thread: a Python file object read by pyarrow's pool can abort the interpreter at
+        # exit ("terminate called without an active exception", apache/arrow#34314, #50482)
+        df = pq.read_table(pa.BufferReader(data), use_threads=False).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise AilotInputError(what, f"is not a Parquet file ({str(exc).splitlines()[0][:120]})",
                               "pass a results file a sweep wrote (<storage>/<sweep>.parquet)") from None
