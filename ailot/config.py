@@ -19,6 +19,7 @@ import yaml
 from ailot import labellers as labeller_registry
 from ailot import storage
 from ailot.errors import AilotInputError
+from ailot.numbers import as_number
 from ailot.storage import StoragePath
 
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
@@ -174,29 +175,19 @@ def _reward_free(learner: str) -> bool:
 
 # PyYAML (YAML 1.1) reads 1e-2 and 1e5 as strings: a float needs a dot there. Numbers written that way are taken
 # as numbers wherever the config takes one.
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _number(value) -> Any:
-    """`value` as a float when it is a string that spells a number (e.g. '1e-2'), else unchanged."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return float(value)
-    return value
-
-
 def _numbers_in(mapping: dict) -> dict:
     """A learner's or ICVF's settings with number strings as numbers (whole ones as ints), lists included."""
     def fix(v):
         if isinstance(v, list):
             return [fix(x) for x in v]
-        n = _number(v)
+        n = as_number(v)
         return int(n) if n is not v and math.isfinite(n) and n == int(n) and "." not in v else n
 
     return {k: fix(v) for k, v in mapping.items()}
 
 
 def _positive(key: str, value, kind=int, allow_zero=False) -> Any:
-    given, value = value, _number(value)
+    given, value = value, as_number(value)
     # NaN passes every comparison below and inf breaks int(); neither is a usable setting
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
             kind is int and value != int(value)):
@@ -435,10 +426,10 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     if not seeds:
         raise _error("seeds", "is empty (the sweep would run no trial)", "give at least one seed, e.g. [0]")
     for s in seeds:
-        n = _number(s)
+        n = as_number(s)
         if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n != int(n) or n < 0:
             raise _error("seeds", f"bad seed {s!r}", "give non-negative integers")
-    seeds = tuple(int(_number(s)) for s in seeds)
+    seeds = tuple(int(as_number(s)) for s in seeds)
     if len(set(seeds)) != len(seeds):
         raise _error("seeds", "contains duplicates", "list each seed once")
     store = raw.get("storage", "runs")

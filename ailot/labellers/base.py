@@ -23,20 +23,7 @@ import numpy as np
 from ailot.cache import content_key
 from ailot.data.episodes import Episodes, top_n_episodes
 from ailot.errors import AilotInputError
-
-
-def _number(value: Any, where: str, kind: type) -> float | int:
-    """A finite number of type `kind`; YAML reads `1e-2` as a string, so numeric strings are accepted too."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-            kind is int and value != int(value)):
-        raise AilotInputError(f"config key {where!r}", f"must be a finite {'whole ' if kind is int else ''}number, "
-                              f"got {value!r}", f"give a {'whole ' if kind is int else ''}number")
-    return kind(value)
+from ailot.numbers import finite_number
 
 
 @dataclass(frozen=True)
@@ -71,13 +58,13 @@ class Setting:
         if self.kind == "ints":
             if isinstance(value, (str, bytes, bool)) or not hasattr(value, "__iter__"):
                 raise AilotInputError(f"config key {where!r}", f"got {value!r}", "give a list of positive ints")
-            out = tuple(_number(v, where, int) for v in value)
+            out = tuple(finite_number(v, where, int) for v in value)
             if not out or min(out) < 1:
                 raise AilotInputError(f"config key {where!r}", f"got {value!r}", "give a list of positive ints")
             return out
         if self.kind == "custom":
             return self.check(value, f"config key {where!r}")
-        number = _number(value, where, int if self.kind == "int" else float)
+        number = finite_number(value, where, int if self.kind == "int" else float)
         low_ok = number >= self.minimum if self.inclusive else number > self.minimum
         if not low_ok or number > self.maximum:
             bound = f"{'>=' if self.inclusive else '>'} {self.minimum:g}" + (
