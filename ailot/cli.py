@@ -1,6 +1,6 @@
 """The `ailot` command, one entry point for the tools: `ailot report ...` (see ailot.report), `ailot summary` and
 `ailot plot` (ailot.results), `ailot generate` (ailot.data.generate), `ailot export` (ailot.export), `ailot collect`
-(ailot.data.collect), `ailot rewardmap` (ailot.rewardmap), `ailot sweep` (ailot.sweep_cli, as tune/sweep.py)."""
+(ailot.collect), `ailot rewardmap` (ailot.rewardmap), `ailot sweep` (ailot.sweep_cli, as tune/sweep.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return export_main(rest)
     if command == "collect":
-        from ailot.data.collect import main as collect_main
+        from ailot.collect import main as collect_main
 
         return collect_main(rest)
     if command == "rewardmap":

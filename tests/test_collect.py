@@ -1,4 +1,4 @@
-"""ailot.data.collect: SAC numerics, the pick rule, the five D4RL-style datasets from a tiny run on each of
+"""ailot.collect: SAC numerics, the pick rule, the five D4RL-style datasets from a tiny run on each of
 Hopper, Walker2d and HalfCheetah, resuming, bad inputs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ailot.data.collect import (
+from ailot.collect import (
     KINDS,
     SAC,
     CollectSettings,
@@ -264,7 +264,7 @@ def test_medium_replay_is_the_buffer_up_to_the_medium_snapshot(runs, env_id):
 def test_rerun_redoes_nothing(runs, env_id, monkeypatch):
     from minari.storage import get_dataset_path
 
-    import ailot.data.collect as collect_module
+    import ailot.collect as collect_module
 
     run = runs(env_id)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(run["root"]))
@@ -278,7 +278,7 @@ def test_rerun_redoes_nothing(runs, env_id, monkeypatch):
 def test_interrupted_selection_evaluates_only_what_is_missing(runs, tmp_path, monkeypatch):
     import shutil
 
-    import ailot.data.collect as collect_module
+    import ailot.collect as collect_module
 
     run = runs("Hopper-v5")
     work = tmp_path / "work"
@@ -299,7 +299,7 @@ def test_interrupted_selection_evaluates_only_what_is_missing(runs, tmp_path, mo
 def test_overwrite_keeps_training_and_selection_unless_training_changes(runs, tmp_path, monkeypatch):
     import shutil
 
-    import ailot.data.collect as collect_module
+    import ailot.collect as collect_module
 
     run = runs("Hopper-v5")
     work, root = tmp_path / "work", tmp_path / "minari"

@@ -57,7 +57,7 @@ def test_the_d4rl_files_get_d4rl_reference_scores_by_name(configs):
         env, kind = entry["name"].split("-", 1)
         table = f"{env}-{kind}-v2"
         assert d4rl_reference(entry["agent"]) == (REF_MIN_SCORE[table], REF_MAX_SCORE[table])
-        # our datasets carry the same pair (ailot.data.collect, references: d4rl)
+        # our datasets carry the same pair (ailot.collect, references: d4rl)
         assert d4rl_reference(None, entry["env"]) == (REF_MIN_SCORE[table], REF_MAX_SCORE[table])
 
 

@@ -486,7 +486,7 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
         buffer.load(work_dir / state["buffer_file"], state["step"])
         rng.bit_generator.state = state["np_rng"]
         act_key = jnp.asarray(np.asarray(state["act_key"], np.uint32))
-        log(f"ailot.data.collect: resuming training at step {state['step']} from {work_dir}")
+        log(f"ailot.collect: resuming training at step {state['step']} from {work_dir}")
     start = step = state["step"]
     state["segments"].append([start, start])
     (work_dir / "snapshots").mkdir(exist_ok=True)
@@ -592,7 +592,7 @@ def select_snapshots(s: CollectSettings, work: Path, state: dict, sac: SAC, prog
     what = {"episodes": s.select_episodes, "deterministic": s.select_deterministic}
     todo = [t for t in steps if {k: done.get(str(t), {}).get(k) for k in what} != what]
     if todo:
-        log(f"ailot.data.collect: evaluating {len(todo)} of {len(steps)} snapshots on {s.select_episodes} episodes "
+        log(f"ailot.collect: evaluating {len(todo)} of {len(steps)} snapshots on {s.select_episodes} episodes "
             f"({'deterministic' if s.select_deterministic else 'sampled'} actions)")
     t0 = time.perf_counter()
     for step in tqdm(steps, desc=f"select {s.env_id}", disable=not progress or not todo, unit="snapshot"):
@@ -606,7 +606,7 @@ def select_snapshots(s: CollectSettings, work: Path, state: dict, sac: SAC, prog
             _write_json(path, done)
         out.append({**done[key], "file": files[step]["file"]})
     if todo:
-        log(f"ailot.data.collect: selection evaluation took {time.perf_counter() - t0:.0f}s")
+        log(f"ailot.collect: selection evaluation took {time.perf_counter() - t0:.0f}s")
     return out
 
 
@@ -719,7 +719,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
     env.close()
     selection = select_snapshots(s, work, state, sac, progress, log)
     expert, medium = pick(selection, s.medium_fraction)
-    log(f"ailot.data.collect: expert = step {expert['step']} (return {expert['return_mean']:.1f} +- "
+    log(f"ailot.collect: expert = step {expert['step']} (return {expert['return_mean']:.1f} +- "
         f"{expert['return_std']:.1f} over {s.select_episodes} episodes), medium = step {medium['step']} (return "
         f"{medium['return_mean']:.1f}, target {s.medium_fraction:.3g} of the expert's: "
         f"{s.medium_fraction * expert['return_mean']:.1f})")
@@ -746,7 +746,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         _write_json(refs_path, own)
     own_refs = (own["ref_min_score"], own["ref_max_score"])
     ref = d4rl_references(s.env_id) if s.references == "d4rl" else own_refs
-    log(f"ailot.data.collect: reference scores {ref} ({s.references}); own random / expert returns "
+    log(f"ailot.collect: reference scores {ref} ({s.references}); own random / expert returns "
         f"{own_refs[0]:.1f} / {own_refs[1]:.1f}")
     common = dict(eval_env=spec, env=spec, algorithm_name="ailot SAC (JAX)", author="ailot", ref_min_score=ref[0],
                   ref_max_score=ref[1], num_episodes_average_score=s.reference_episodes,
@@ -767,7 +767,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         meta = {**s.dataset_dict(kind), "snapshots": chosen, "stats": stats[kind],
                 "own_references": {"ref_min_score": own_refs[0], "ref_max_score": own_refs[1]}}
         dataset.storage.update_metadata({"ailot_collection": json.dumps(meta, sort_keys=True)})
-        log(f"ailot.data.collect: wrote {ids[kind]} ({dataset.total_steps} transitions, {dataset.total_episodes} "
+        log(f"ailot.collect: wrote {ids[kind]} ({dataset.total_steps} transitions, {dataset.total_episodes} "
             f"episodes, mean return {stats[kind]['return_mean']:.1f}, normalized "
             f"{stats[kind]['normalized_score_mean']:.1f}) -> {get_dataset_path(ids[kind])}")
 
@@ -812,7 +812,7 @@ def _episodes_of(dataset_id_: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ailot.data.collect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ailot.collect", description=__doc__.split("\n\n")[0])
     d = CollectSettings()
     p.add_argument("--env", default=d.env_id, help="gymnasium env id with a Box action space")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -849,13 +849,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Stop as exc:
-        print(f"ailot.data.collect: {exc}; rerun the same command to resume")
+        print(f"ailot.collect: {exc}; rerun the same command to resume")
         return 0
     if args.train_only:
-        print(f"ailot.data.collect: training done ({settings.train_steps} steps); checkpoints and snapshots in "
+        print(f"ailot.collect: training done ({settings.train_steps} steps); checkpoints and snapshots in "
               f"{out['work_dir']}; rerun without --train-only to write the datasets")
     else:
-        print(f"ailot.data.collect: references {out.get('refs')}; datasets {sorted(out['ids'].values())}")
+        print(f"ailot.collect: references {out.get('refs')}; datasets {sorted(out['ids'].values())}")
     return 0
 
 
