@@ -41,8 +41,9 @@ class RelabelWorker:
     `pin_cpus` cores of its machine (`ailot.cores`) before JAX starts, so that XLA runs that many threads."""
 
     def __init__(self, pin_cpus: float = 0):
-        from ailot import cores
+        from ailot import compile_cache, cores
 
+        compile_cache.enable()
         self.cores = cores.claim(int(pin_cpus)) if pin_cpus >= 1 else []
 
     def release_cores(self) -> None:

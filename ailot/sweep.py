@@ -20,7 +20,7 @@ import fsspec
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
-from ailot import cores, labellers, pipeline, results, storage
+from ailot import compile_cache, cores, labellers, pipeline, results, storage
 from ailot.cache import ArrayCache
 from ailot.config import SweepConfig
 from ailot.errors import AilotInputError, SweepIncomplete
@@ -32,14 +32,17 @@ STATE_FILE = "state.json"  # step + sha256 of the learner file: tells a complete
 
 
 def _jax_env_for_this_worker() -> bool:
-    """CPU-only JAX in workers without a GPU; on-demand GPU memory where Ray gave one. True with a GPU."""
+    """CPU-only JAX in workers without a GPU; on-demand GPU memory where Ray gave one; the persistent compilation
+    cache either way (`ailot.compile_cache`). True with a GPU."""
     import ray
 
-    if ray.get_gpu_ids():
+    gpu = bool(ray.get_gpu_ids())
+    if gpu:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        return True
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    return False
+    else:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    compile_cache.enable()
+    return gpu
 
 
 def _pretrain_task(agent, intents: dict, seed: int, progress: bool, pin_cores: int = 0):
@@ -390,6 +393,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     run_dir = storage.absolute(cfg.run_dir)
     cache = pipeline.rewards_cache(cfg)
     storage.makedirs(run_dir)
+    log.info("JAX compilation cache: %s", compile_cache.enable() or "off")
 
     # 1. datasets (generated here when missing and the config says how)
     log.info("stage 1/5: datasets")

@@ -44,6 +44,23 @@ def minari_root(tmp_path_factory):
         os.environ["MINARI_DATASETS_PATH"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for the session's processes (ailot.compile_cache), in its temporary directory:
+    set before Ray starts, so workers inherit it; the suite starts cold and never writes to ~/.cache."""
+    from ailot import compile_cache
+
+    where = tmp_path_factory.mktemp("jax-cache")
+    old = os.environ.get(compile_cache.SETTING)
+    os.environ[compile_cache.SETTING] = str(where)
+    compile_cache.enable()
+    yield where
+    if old is None:
+        os.environ.pop(compile_cache.SETTING, None)
+    else:
+        os.environ[compile_cache.SETTING] = old
+
+
 @pytest.fixture(scope="session")
 def pointmaze_umaze(minari_root) -> tuple[str, str]:
     """(agent_id, expert_id) of a tiny generated UMaze pair in `minari_root`, made once per session."""
