@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ log = logging.getLogger("ailot.sweep")
 ROWS_FILE = "rows.json"
 LEARNER_FILE = "learner.msgpack"
 STATE_FILE = "state.json"  # step + sha256 of the learner file: tells a complete checkpoint from a partial one
+METRICS = ("step", "normalized_score", "return_mean", "success_rate")  # what each report shows Tune
 
 
 def _jax_env_for_this_worker() -> bool:
@@ -119,18 +121,30 @@ def _trial(config: dict, cfg: SweepConfig, agents: dict, experts: dict) -> None:
         trained_from["step"] = rows[-1]["step"] if rows else 0
         return learners.load(d / LEARNER_FILE, like)
 
+    def register(d: Path) -> None:
+        """Report a checkpoint Tune never registered, rows and all: its last evaluation may have been the trial's
+        last, and then no later report would hand those rows to the driver (the sweep would stay unfinished)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(d, tmp, dirs_exist_ok=True)
+            tune.report({k: rows[-1][k] for k in METRICS}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def restore_newer(newer: Path, like):
+        log.info("trial %s: resuming from %s, newer than the checkpoint Tune registered", tid, newer)
+        learner = load_from(newer, like)
+        register(newer)
+        return learner
+
     def restore(like):
         ckpt = tune.get_checkpoint()
         if ckpt is None:
             newer = _unregistered_checkpoint(-1)
-            return load_from(newer, like) if newer is not None else None
+            return restore_newer(newer, like) if newer is not None else None
         with ckpt.as_directory() as d:
             registered = json.loads((Path(d) / ROWS_FILE).read_text())
             newer = _unregistered_checkpoint(registered[-1]["step"] if registered else 0)
             if newer is None:
                 return load_from(Path(d), like, registered)
-        log.info("trial %s: resuming from %s, newer than the checkpoint Tune registered", tid, newer)
-        return load_from(newer, like)
+        return restore_newer(newer, like)
 
     def report(row: dict, learner) -> None:
         rows.append(row)
@@ -143,8 +157,7 @@ def _trial(config: dict, cfg: SweepConfig, agents: dict, experts: dict) -> None:
             sha = hashlib.sha256((Path(d) / LEARNER_FILE).read_bytes()).hexdigest()
             (Path(d) / STATE_FILE).write_text(json.dumps({"step": row["step"], "learner_sha256": sha}))
             (Path(d) / ROWS_FILE).write_text(json.dumps(rows))
-            metrics = {k: row[k] for k in ("step", "normalized_score", "return_mean", "success_rate")}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({k: row[k] for k in METRICS}, checkpoint=tune.Checkpoint.from_directory(d))
 
     pipeline.run_trial(trial, cfg, agent, rewards, rewards_key=config["rewards_key"], rewards_info=rewards_info,
                        restore=restore, report=report, fail_hook=_fault_hook(tid, config.get("fault")),

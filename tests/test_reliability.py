@@ -118,8 +118,11 @@ def grown_then_interrupted(ray_local, pointmaze_umaze, sweep_script, tmp_path_fa
     grown_cfg = write_yaml(tmp / "grown.yaml", grown_raw)
     grown = sweep_config_from_dict(grown_raw)
     total = len(grown.trials()) * len(pipeline.eval_steps(grown.train))
-    # once a seed-1 chunk is reported, and while the other seed-1 trial still has chunks to go
-    watcher = sigint_when(lambda: done < len(audit_lines(cfg.run_dir)) < total - 3)
+    # when the first seed-1 trial writes its last chunk's audit line, just before that row reaches Tune: its
+    # earlier rows are with Tune, and a resume must register the last one from the trial's own checkpoint (a
+    # trial with no training left once reported nothing, and the sweep never finished); the second seed-1 trial
+    # still has its chunks to go
+    watcher = sigint_when(lambda: done + 3 <= len(audit_lines(cfg.run_dir)) < total - 1)
     rc1, err1 = run_main(sweep_script, "--config", str(grown_cfg))
     watcher.join(timeout=1)
     interrupted_rows = results.load(cfg.parquet_path)
