@@ -19,7 +19,7 @@ import yaml
 from ailot import labellers as labeller_registry
 from ailot import storage
 from ailot.errors import AilotInputError
-from ailot.numbers import as_number
+from ailot.numbers import as_number, finite_number
 from ailot.storage import StoragePath
 
 TASK_FAMILIES = ("locomotion", "antmaze", "maze2d")
@@ -187,14 +187,10 @@ def _numbers_in(mapping: dict) -> dict:
 
 
 def _positive(key: str, value, kind=int, allow_zero=False) -> Any:
-    given, value = value, as_number(value)
-    # NaN passes every comparison below and inf breaks int(); neither is a usable setting
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-            kind is int and value != int(value)):
-        raise _error(key, f"must be a finite {'whole ' if kind is int else ''}number, got {given!r}", "give a number")
+    given, value = value, finite_number(value, key, kind)  # NaN and inf are no usable setting
     if value < 0 or (value == 0 and not allow_zero):
         raise _error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {given!r}", "give a positive value")
-    return kind(value)
+    return value
 
 
 def _dataclass_from(cls, section: str, raw: dict | None):
