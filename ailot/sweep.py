@@ -594,11 +594,17 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) ->
 
 
 def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
-    """The paper's Fig. 8 check for the first dataset and seed, saved beside the results."""
+    """The paper's Fig. 8 check for the config's first dataset and seed, saved beside the results. A sweep run
+    in parts writes it only in the part that trains that encoder."""
     from ailot.intents import GEOMETRY_HORIZONS, intent_geometry
 
-    label, (agent, _) = next(iter(pairs.items()))
-    encoder = encoders[label, cfg.seeds[0]]
+    label, seed = cfg.geometry_source
+    if (label, seed) not in encoders:
+        log.info("  intent geometry: this part of the grid has no encoder for %s seed %d (the config's first); "
+                 "%s is left as it is", label, seed, results.geometry_path(cfg.parquet_path))
+        return
+    agent = pairs[label][0]
+    encoder = encoders[label, seed]
     states = agent.states()[:200]
     geometry = intent_geometry(states, encoder.embed, max_k=max(GEOMETRY_HORIZONS))
     by_horizon = geometry.attrs["r2_by_horizon"]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import local_ray
@@ -162,3 +163,33 @@ def test_completed_trials_need_same_config_data_rewards_and_all_steps():
     for change in ({"config": "c2"}, {"dataset_fingerprint": "f2"}, {"rewards_key": "r2"}, {"steps": [100, 300]}):
         assert results.completed_trials(df, {"t": {**want, **change}}) == set(), change
     assert results.completed_trials(df.drop(columns="rewards_key"), {"t": want}) == set()  # older files
+
+
+def test_a_part_of_the_grid_leaves_the_configs_geometry_check_alone(pointmaze_umaze, tmp_path):
+    """`--seeds 1` must not overwrite the Fig. 8 check the whole config made with its first seed's encoder."""
+    from types import SimpleNamespace
+
+    from ailot.sweep import _write_geometry
+    from ailot.sweep_cli import part_of
+
+    agent_id, expert_id = pointmaze_umaze
+    cfg = tiny_config(tmp_path, agent_id, expert_id)  # seeds 0, 1
+    part = part_of(cfg, None, "1")
+    assert part.seeds == (1,) and part.geometry_source == cfg.geometry_source == ("umaze", 0)
+    pairs = {"umaze": pipeline.load_pair(cfg.dataset("umaze"), progress=False)}
+    path = results.geometry_path(cfg.parquet_path)
+
+    def encoder(scale):  # a stand-in psi whose geometry differs per seed (the check only calls .embed)
+        return SimpleNamespace(embed=lambda s: scale * s[..., :2])
+
+    _write_geometry(part, pairs, {("umaze", 1): encoder(2.0)})
+    assert not path.exists()  # the part has no seed-0 encoder: nothing written
+    _write_geometry(cfg, pairs, {("umaze", 0): encoder(1.0), ("umaze", 1): encoder(2.0)})
+    written = path.read_bytes()
+    _write_geometry(part, pairs, {("umaze", 1): encoder(2.0)})
+    assert path.read_bytes() == written
+    # and what is there is seed 0's psi (seed 1's stand-in would give 4x the squared distances)
+    states = pairs["umaze"][0].states()[:200]
+    seed0 = np.mean([np.sum((s[1:, :2] - s[:-1, :2]) ** 2, axis=-1).mean() for s in states if len(s) > 1])
+    psi = results.read_geometry(path).query("space == 'psi' and k == 1")["mean_sq_dist"].item()
+    assert psi == pytest.approx(seed0, rel=0.05)
