@@ -1,6 +1,7 @@
 """The `ailot` command, one entry point for the tools: `ailot report ...` (see ailot.report), `ailot summary` and
 `ailot plot` (ailot.results), `ailot generate` (ailot.data.generate), `ailot export` (ailot.export), `ailot collect`
-(ailot.collect), `ailot rewardmap` (ailot.rewardmap), `ailot sweep` (ailot.sweep_cli, as tune/sweep.py)."""
+(ailot.collect), `ailot collect-report` (ailot.collect_report), `ailot rewardmap` (ailot.rewardmap), `ailot sweep`
+(ailot.sweep_cli, as tune/sweep.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ COMMANDS = {
     "generate": "generate PointMaze agent + expert datasets (Minari): ailot generate --help",
     "export": "export a relabelled dataset as Parquet (RLlib offline columns): ailot export --help",
     "collect": "train SAC on a MuJoCo env and write D4RL-style Minari datasets: ailot collect --help",
+    "collect-report": "SAC curves, the pick and the datasets' scores against D4RL's: ailot collect-report --help",
     "rewardmap": "a PointMaze sweep's rewards per maze cell, and the cells where they trap: ailot rewardmap --help",
 }
 
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: ailot <command> [options]\n\ncommands:")
         for name, doc in COMMANDS.items():
-            print(f"  {name:10s} {doc}")
+            print(f"  {name:14s} {doc}")
         print("\non a cluster: ray job submit -- python tune/sweep.py --config tune/configs/<name>.yaml")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from ailot.collect import main as collect_main
 
         return collect_main(rest)
+    if command == "collect-report":
+        from ailot.collect_report import main as collect_report_main
+
+        return collect_report_main(rest)
     if command == "rewardmap":
         from ailot.rewardmap import main as rewardmap_main
 

@@ -489,6 +489,7 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
         log(f"ailot.collect: resuming training at step {state['step']} from {work_dir}")
     start = step = state["step"]
     state["segments"].append([start, start])
+    timed_before = dict(state.get("timed") or {"steps": 0, "seconds": 0.0})
     (work_dir / "snapshots").mkdir(exist_ok=True)
 
     def checkpoint() -> None:
@@ -499,6 +500,9 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
         state.update(step=step, sac_file=sac_file, buffer_file=buffer_file, np_rng=rng.bit_generator.state,
                      act_key=np.asarray(act_key).tolist())
         state["segments"][-1][1] = step
+        # wall time of training, over the steps it was measured on (runs before this record have none)
+        state["timed"] = {"steps": timed_before["steps"] + step - start,
+                          "seconds": round(timed_before["seconds"] + time.perf_counter() - t0, 1)}
         _write_json(state_path, state)  # the commit point: it names the files of this checkpoint
         for f in old:
             if f and f not in (sac_file, buffer_file):

@@ -383,3 +383,37 @@ def test_collected_data_runs_through_the_sweep_stages(runs, tmp_path, monkeypatc
         for r in rows:
             assert r["env_id"] == "Hopper-v5" and r["labeller"] == setting["labeller"]
             assert r["normalized_score"] == pytest.approx(100 * (r["return_mean"] - lo) / (hi - lo))
+
+
+def test_collect_report_tables_what_was_made(runs, tmp_path, monkeypatch, capsys):
+    """`ailot collect-report`: one training row per env with its timed speed and the pick the datasets were made
+    from, one row per dataset with the sizes and scores stored at writing; a folder that is no run is refused."""
+    from ailot.cli import main as ailot_main
+    from ailot.collect_report import D4RL_MEDIUM_SCORE, read_run
+
+    made = [runs(env_id) for env_id in ENVS]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(made[0]["root"]))
+    out = tmp_path / "collection"
+    assert ailot_main(["collect-report", *(str(r["work"]) for r in made), "--out", str(out)]) == 0
+    text = (out / "collection.md").read_text()
+    assert (out / "sac_curves.png").stat().st_size > 10_000
+    for run in made:
+        env_id, result = run["settings"].env_id, run["out"]
+        timed = read_run(run["work"])["timed"]
+        # the two training calls (stopped, then resumed) are both timed, over every step
+        assert timed["steps"] == TINY.train_steps and timed["seconds"] > 0
+        e, m = result["expert"], result["medium"]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {env_id} |"))
+        assert f"| {e['step']:,}: {e['return_mean']:.0f} +- {e['return_std']:.0f} |" in row
+        assert f"| {m['step']:,}: {m['return_mean']:.0f} ({e['return_mean'] / 3:.0f}) |" in row
+        for kind in KINDS:
+            st = result["stats"][kind]
+            line = next(x for x in text.splitlines() if x.startswith(f"| {dataset_id(env_id, kind)} |"))
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert cells[1:5] == [f"{st['transitions']:,}", f"{st['episodes']:,}", f"{st['return_mean']:.1f}",
+                                  f"{st['normalized_score_mean']:.1f}"]
+            name = env_id.split("-")[0].lower()
+            assert cells[5] == (f"about {D4RL_MEDIUM_SCORE[name]:.0f}" if kind == "medium" else "")
+    capsys.readouterr()
+    assert ailot_main(["collect-report", str(tmp_path)]) == 2
+    assert "no state.json" in capsys.readouterr().err
