@@ -1,6 +1,8 @@
 """How well each labeller's rewards agree with the dataset's true reward, and what each costs per 10^5 transitions.
 
     python benchmarks/labeller_agreement.py --config tune/configs/benchmark-pointmaze-umaze.yaml --storage results
+    python benchmarks/labeller_agreement.py --config tune/configs/benchmark-locomotion.yaml --storage results \
+        --datasets hopper-medium --seeds 0     # a part of a config (computes and caches what is missing)
 
 For every labeller setting of the config (every dataset, every seed asked for) it takes the sweep's rewards
 through the one chain the sweep uses (`ailot.pipeline.rewards_for`: read from the sweep's cache, computed and cached
@@ -40,16 +42,18 @@ def agreement(rewards: np.ndarray, agent) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     from ailot import labellers, pipeline
     from ailot.config import load_sweep_config
+    from ailot.sweep_cli import part_of
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
     p.add_argument("--storage", default=None, help="the sweep's storage (where its cache is)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    p.add_argument("--datasets", default=None, help="comma-separated dataset names (default: the config's)")
     args = p.parse_args(argv)
-    cfg = load_sweep_config(args.config)
+    cfg = part_of(load_sweep_config(args.config), args.datasets, args.seeds)  # as `ailot sweep --seeds/--datasets`
     if args.storage:
         cfg = dataclasses.replace(cfg, storage=args.storage)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg.seeds)
+    seeds = list(cfg.seeds)
     settings = [s for s in cfg.labeller_settings()]
     names = {pipeline.setting_id(s): " ".join([s["labeller"], *(f"{k}={s[k]}" for k in sorted(s) if k != "labeller"
                                               and len(cfg.labellers[s["labeller"]].get(k, [])) > 1)])
@@ -96,4 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ailot.errors import AilotInputError
+
+    try:
+        raise SystemExit(main())
+    except AilotInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
