@@ -112,13 +112,6 @@ class SweepConfig:
     intents: dict[str, Any] = field(default_factory=dict)  # ICVFConfig overrides
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    # (dataset label, seed) whose encoder the Fig. 8 geometry check uses: the whole config's first, kept when a
-    # sweep runs a part of the grid (--seeds/--datasets) so a part never overwrites the published check
-    geometry_source: tuple[str, int] | None = None
-
-    def __post_init__(self):
-        if self.geometry_source is None and self.datasets and self.seeds:
-            object.__setattr__(self, "geometry_source", (self.datasets[0].label, self.seeds[0]))
 
     @property
     def run_dir(self) -> StoragePath:
@@ -410,7 +403,7 @@ def _check_intents(intents: dict) -> None:
 
 def sweep_config_from_dict(raw: dict) -> SweepConfig:
     """Validate a parsed YAML mapping into a SweepConfig."""
-    fields = {f.name for f in dataclasses.fields(SweepConfig)} - {"geometry_source"}  # derived, not a YAML key
+    fields = {f.name for f in dataclasses.fields(SweepConfig)}
     _check_keys("", raw, fields)
     name = raw.get("name")
     if not isinstance(name, str) or not _SAFE_NAME.match(name):

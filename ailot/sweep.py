@@ -381,10 +381,13 @@ def run_lock(cfg: SweepConfig):
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, plots: bool = True,
-              pairs: dict | None = None, fixed_cluster: bool | None = None) -> str:
+              pairs: dict | None = None, fixed_cluster: bool | None = None,
+              geometry_of: tuple[str, int] | None = None) -> str:
     """`pairs` ({label: (agent, expert)} from pipeline.load_pair) lets the caller load and check the data
     before starting Ray; without it they are loaded here. `fixed_cluster`: whether Ray can grow (None: fixed when
     this process started it), which decides between refusing and waiting when no node fits a trial.
+    `geometry_of`: the (dataset, seed) whose encoder makes the Fig. 8 check, by default cfg's first; a run of a part
+    of a config's grid passes the whole config's, so that no part overwrites the check with another encoder's.
 
     Returns the summary table. Raises SweepIncomplete, after writing every finished row, when trials failed for
     good or were left unfinished (interrupted)."""
@@ -393,13 +396,15 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
         # before any pretraining or relabelling: a trial no node can hold would otherwise wait forever in stage 4
         asked = check_schedulable(cfg, fixed_cluster)
         try:
-            return _run_sweep(cfg, resume=resume, progress=progress, plots=plots, pairs=pairs)
+            return _run_sweep(cfg, resume=resume, progress=progress, plots=plots, pairs=pairs,
+                              geometry_of=geometry_of or (cfg.datasets[0].label, cfg.seeds[0]))
         finally:
             if asked:
                 _request_resources([])  # the trials are over: the node asked for may go
 
 
-def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, pairs: dict | None) -> str:
+def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, pairs: dict | None,
+               geometry_of: tuple[str, int]) -> str:
     import ray
     from ray import tune
 
@@ -446,7 +451,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
             path = pipeline.store_encoder(ray.get(ref), agent, cfg.intents, seed, cfg.cache_dir, time.time() - t0)
             encoders[label, seed] = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir)
             log.info("  encoder for %s seed %d saved to %s", label, seed, path)
-        _write_geometry(cfg, pairs, encoders)
+        _write_geometry(cfg, pairs, encoders, geometry_of)
     else:
         log.info("stage 2/5: no trial trains on rewards in intent space: no encoder needed")
 
@@ -593,12 +598,12 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) ->
     return todo, prior[prior["trial_id"].isin(list(done))]
 
 
-def _write_geometry(cfg: SweepConfig, pairs, encoders) -> None:
-    """The paper's Fig. 8 check for the config's first dataset and seed, saved beside the results. A sweep run
-    in parts writes it only in the part that trains that encoder."""
+def _write_geometry(cfg: SweepConfig, pairs, encoders, geometry_of: tuple[str, int]) -> None:
+    """The paper's Fig. 8 check for the (dataset, seed) `geometry_of` (the whole config's first), saved beside the
+    results. A sweep run in parts writes it only in the part that trains that encoder."""
     from ailot.intents import GEOMETRY_HORIZONS, intent_geometry
 
-    label, seed = cfg.geometry_source
+    label, seed = geometry_of
     if (label, seed) not in encoders:
         log.info("  intent geometry: this part of the grid has no encoder for %s seed %d (the config's first); "
                  "%s is left as it is", label, seed, results.geometry_path(cfg.parquet_path))

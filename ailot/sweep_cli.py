@@ -220,6 +220,7 @@ def run(args) -> int:
                                   f"the config's storage ({cfg.storage!r})")
         storage.check_scheme(args.storage, "--storage")
         cfg = dataclasses.replace(cfg, storage=args.storage)
+    geometry_of = (cfg.datasets[0].label, cfg.seeds[0])  # the whole config's, whatever part of it runs
     cfg = part_of(cfg, args.datasets, args.seeds)
     from ailot import pipeline
     from ailot import sweep as stages
@@ -247,7 +248,7 @@ def run(args) -> int:
         forward_sigterm()
         try:
             summary = stages.run_sweep(cfg, resume=args.resume, progress=not args.quiet, plots=not args.no_plots,
-                                       pairs=pairs, fixed_cluster=not address)
+                                       pairs=pairs, fixed_cluster=not address, geometry_of=geometry_of)
         except SweepIncomplete as exc:
             print(exc.summary)
             if exc.interrupted:

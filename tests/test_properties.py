@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ailot.config import (
+    MAX_EVALUATIONS,
     TASK_FAMILIES,
     ResourcesConfig,
     TrainConfig,
@@ -71,7 +72,9 @@ def valid_configs(draw) -> dict:
         "learners": learners,
         "seeds": draw(st.lists(st.integers(0, 10**4), min_size=1, max_size=3, unique=True)),
         "storage": draw(st.sampled_from(["results", "/tmp/out", "s3://bucket/ailot"])),
-        "train": {"steps": steps, "eval_every": draw(st.integers(1, steps)), "batch_size": draw(st.integers(1, 512))},
+        # at most MAX_EVALUATIONS evaluations: more is refused at load (tested in test_bad_inputs)
+        "train": {"steps": steps, "eval_every": draw(st.integers(-(-steps // MAX_EVALUATIONS), steps)),
+                  "batch_size": draw(st.integers(1, 512))},
         "resources": {"cpus_per_trial": draw(small_floats(0.1, 8.0)), "gpus_per_trial": draw(small_floats(0.0, 1.0))},
     }
     if draw(st.booleans()):
