@@ -81,3 +81,17 @@ def test_every_other_key_loads(configs):
         raw["labellers"] = {k: v for k, v in raw["labellers"].items() if k in LABELLERS}
         loaded = sweep_config_from_dict(raw)
         assert len(loaded.datasets) == 9 and loaded.train.steps == 30000, which
+
+
+def test_the_hopper_benchmark_shares_the_locomotion_benchmarks_cache_data_and_settings(configs):
+    """benchmark-hopper.yaml reads benchmark-locomotion's cache: its hopper datasets, ICVF, training budget and the
+    labeller settings both sweeps run must be the same, or the shared entries would not match (content-addressed:
+    nothing wrong would be read, but nothing would be shared)."""
+    bench = configs["benchmark"]
+    hopper = yaml.safe_load((CONFIGS / "benchmark-hopper.yaml").read_text())
+    assert hopper["cache"] == "results/benchmark-locomotion/cache"
+    assert hopper["datasets"] == [d for d in bench["datasets"] if d["name"].startswith("hopper-")]
+    assert (hopper["intents"], hopper["train"], hopper["seeds"]) == (bench["intents"], bench["train"], bench["seeds"])
+    for name in ("ailot", "otr", "oril", "true"):
+        assert hopper["labellers"][name] == bench["labellers"][name], name
+    assert bench["labellers"]["seabo"] == {} and "sas" in hopper["labellers"]["seabo"]["mode"]  # sas: the default
