@@ -60,10 +60,22 @@ def dataset_stats(env_id: str) -> dict[str, dict]:
     return out
 
 
+def chosen_pick(run: dict, env_datasets: dict[str, dict]) -> tuple[dict, dict, float] | None:
+    """(expert, medium, medium fraction): what the env's datasets were made from; before they exist, the pick
+    rule on the selection at its default fraction; None before the selection."""
+    from ailot.collect import pick
+
+    made = next((st for st in env_datasets.values() if st.get("snapshots")), None)
+    if made is not None:
+        return made["snapshots"]["expert"], made["snapshots"]["medium"], made.get("medium_fraction") or 1 / 3
+    if run["selection"] and run["done"]:
+        return (*pick(run["selection"]), 1 / 3)
+    return None
+
+
 def tables(runs: list[dict], datasets: dict[str, dict[str, dict]]) -> str:
     """The Markdown tables: training and pick per env, then every dataset with D4RL's medium score beside ours."""
     from ailot.collect import env_name
-    from ailot.collect import pick as pick_snapshots
 
     lines = ["| env | SAC steps | steps/s (timed steps) | expert: step, return over 50 episodes | "
              "medium: step, return (target) | own random / expert return |", "|---|---|---|---|---|---|"]
@@ -73,14 +85,8 @@ def tables(runs: list[dict], datasets: dict[str, dict[str, dict]]) -> str:
                  else "not timed")
         steps = f"{run['step']:,} of {run['train_steps']:,}" + ("" if run["done"] else " (training)")
         expert = medium = "not selected yet"
-        # what the datasets were made from; before they exist, the pick at its default fraction
-        made = next((st for st in datasets.get(run["env_id"], {}).values() if st.get("snapshots")), None)
-        chosen = (made["snapshots"], made.get("medium_fraction") or 1 / 3) if made else None
-        if chosen is None and run["selection"] and run["done"]:
-            e, m = pick_snapshots(run["selection"])
-            chosen = ({"expert": e, "medium": m}, 1 / 3)
-        if chosen is not None:
-            (e, m), fraction = (chosen[0]["expert"], chosen[0]["medium"]), chosen[1]
+        if run["pick"] is not None:
+            e, m, fraction = run["pick"]
             expert = f"{e['step']:,}: {e['return_mean']:.0f} +- {e['return_std']:.0f}"
             medium = f"{m['step']:,}: {m['return_mean']:.0f} ({fraction * e['return_mean']:.0f})"
         refs = run["references"]
@@ -105,8 +111,6 @@ def plot_curves(runs: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ailot.collect import pick as pick_snapshots
-
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
     for ax, run in zip(axes[0], runs):
         snaps = run["snapshots"]
@@ -117,8 +121,8 @@ def plot_curves(runs: list[dict], path: Path) -> Path:
             ax.errorbar([x["step"] for x in sel], [x["return_mean"] for x in sel], [x["return_std"] for x in sel],
                         fmt="o", ms=2.5, lw=0.8, color="C0", label=f"selection ({sel[0]['episodes']} episodes, "
                         f"{'deterministic' if sel[0]['deterministic'] else 'sampled'})")
-            if run["done"]:
-                e, m = pick_snapshots(sel)
+            if run["pick"] is not None:
+                e, m, _ = run["pick"]
                 for x, name, colour in ((e, "expert", "C3"), (m, "medium", "C2")):
                     ax.axvline(x["step"], color=colour, ls="--", lw=1, label=f"{name} (step {x['step']:,})")
         ax.set_title(f"{run['env_id']} SAC, seed {run['seed']}")
@@ -137,6 +141,8 @@ def report(work_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> tu
     MINARI_DATASETS_PATH)."""
     runs = [read_run(w) for w in work_dirs]
     datasets = {run["env_id"]: dataset_stats(run["env_id"]) for run in runs}
+    for run in runs:
+        run["pick"] = chosen_pick(run, datasets[run["env_id"]])
     text = tables(runs, datasets)
     out = Path(out_dir)
     figure = plot_curves(runs, out / "sac_curves.png")
