@@ -6,6 +6,7 @@ relabelled rewards -> learner trials -> Parquet.
     ailot sweep --config ... --resume                                # continue an interrupted sweep
     ailot sweep --config ... --dry-run                               # what it would run; no Ray, no training
     ailot sweep --config ... --seeds 0,1 --datasets pointmaze-umaze  # a part of the grid (rows merge in later)
+    ailot sweep --config ... --labellers ailot,otr --learners iql     # another part: some methods only
 
 Pretraining and relabelling are content-addressed under <storage>/<name>/cache, so they run once per
 unique input; finished trials are never rerun on --resume.
@@ -62,21 +63,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default=None,
                    help="run only these of the config's seeds, e.g. 0,1 (rows merge with the other seeds' later)")
     p.add_argument("--datasets", default=None, help="run only these of the config's datasets (names, comma-separated)")
+    p.add_argument("--labellers", default=None,
+                   help="run only these of the config's labellers, e.g. ailot,otr (learners that take no reward, BC "
+                        "and the whole-algorithm baselines, still run unless --learners leaves them out)")
+    p.add_argument("--learners", default=None, help="run only these of the config's learners, e.g. iql")
     p.add_argument("--no-report", action="store_true", help="skip writing the report (ailot report) at the end")
     return p.parse_args(argv)
 
 
-def part_of(cfg, datasets: str | None, seeds: str | None):
-    """The config restricted to some of its datasets and seeds: the same trials (same ids and rows), fewer of
-    them, so a sweep can be run in parts across sessions or machines."""
+def _names(flag: str, given: str, known: list[str], cfg_name: str) -> list[str]:
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise AilotInputError(flag, f"names {unknown or 'nothing'} not in config {cfg_name!r}",
+                              f"use some of: {', '.join(known)}")
+    return names
+
+
+def part_of(cfg, datasets: str | None, seeds: str | None, labellers: str | None = None,
+            learners: str | None = None):
+    """The config restricted to some of its datasets, seeds, labellers and learners: the same trials (same ids
+    and rows), fewer of them, so a sweep can be run in parts across sessions or machines."""
     import dataclasses
 
     if datasets is not None:
-        names = [n.strip() for n in datasets.split(",") if n.strip()]
-        unknown = [n for n in names if n not in {d.label for d in cfg.datasets}]
-        if unknown or not names:
-            raise AilotInputError("--datasets", f"names {unknown or 'nothing'} not in config {cfg.name!r}",
-                                  f"use some of: {', '.join(d.label for d in cfg.datasets)}")
+        names = _names("--datasets", datasets, [d.label for d in cfg.datasets], cfg.name)
         cfg = dataclasses.replace(cfg, datasets=tuple(d for d in cfg.datasets if d.label in names))
     if seeds is not None:
         try:
@@ -88,6 +99,12 @@ def part_of(cfg, datasets: str | None, seeds: str | None):
             raise AilotInputError("--seeds", f"{unknown or 'nothing'} not among config {cfg.name!r}'s seeds",
                                   f"use some of: {', '.join(map(str, cfg.seeds))}")
         cfg = dataclasses.replace(cfg, seeds=tuple(s for s in cfg.seeds if s in wanted))
+    if labellers is not None:
+        names = _names("--labellers", labellers, list(cfg.labellers), cfg.name)
+        cfg = dataclasses.replace(cfg, labellers={k: v for k, v in cfg.labellers.items() if k in names})
+    if learners is not None:
+        names = _names("--learners", learners, list(cfg.learners), cfg.name)
+        cfg = dataclasses.replace(cfg, learners={k: v for k, v in cfg.learners.items() if k in names})
     return cfg
 
 
@@ -221,7 +238,7 @@ def run(args) -> int:
         storage.check_scheme(args.storage, "--storage")
         cfg = dataclasses.replace(cfg, storage=args.storage)
     geometry_of = (cfg.datasets[0].label, cfg.seeds[0])  # the whole config's, whatever part of it runs
-    cfg = part_of(cfg, args.datasets, args.seeds)
+    cfg = part_of(cfg, args.datasets, args.seeds, args.labellers, args.learners)
     from ailot import pipeline
     from ailot import sweep as stages
 

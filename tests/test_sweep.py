@@ -165,6 +165,33 @@ def test_completed_trials_need_same_config_data_rewards_and_all_steps():
     assert results.completed_trials(df.drop(columns="rewards_key"), {"t": want}) == set()  # older files
 
 
+def test_a_part_of_the_grid_by_labeller_and_learner_is_the_same_trials_fewer_of_them(tmp_path):
+    """`--labellers ailot --learners iql` runs exactly the whole grid's AILOT + IQL trials (same ids, so their rows
+    merge with the rest later); learners that take no reward stay unless --learners drops them; a name the config
+    lacks is refused naming the flag."""
+    from ailot.errors import AilotInputError
+    from ailot.sweep_cli import part_of
+
+    cfg = tiny_config(tmp_path, "a/b/agent-v0", "a/b/expert-v0",
+                      learners={"iql": {"hidden_dims": [32, 32]}, "bc": {}})
+    ids = {pipeline.trial_id(t): t for t in cfg.trials()}
+    assert len(ids) == 2 * 2 + 2  # (ailot, zero) x iql x 2 seeds, bc x 2 seeds
+
+    def part_ids(**flags):
+        return {pipeline.trial_id(t) for t in part_of(cfg, None, None, **flags).trials()}
+
+    ailot_iql = {i for i, t in ids.items() if t["learner"] == "iql" and t["labeller"]["labeller"] == "ailot"}
+    bc = {i for i, t in ids.items() if t["learner"] == "bc"}
+    assert len(ailot_iql) == 2 and len(bc) == 2
+    assert part_ids(labellers="ailot", learners="iql") == ailot_iql
+    assert part_ids(labellers="ailot") == ailot_iql | bc
+    assert part_ids(learners="bc") == bc
+    assert part_ids(labellers="zero, ailot", learners="iql,bc") == set(ids)
+    for flag, value in (("labellers", "otr"), ("learners", "dwbc"), ("labellers", " , ")):
+        with pytest.raises(AilotInputError, match=f"--{flag}.*use some of"):
+            part_of(cfg, None, None, **{flag: value})
+
+
 def test_a_part_of_the_grid_leaves_the_configs_geometry_check_alone(pointmaze_umaze, tmp_path):
     """`--seeds 1` must not overwrite the Fig. 8 check the whole config made with its first seed's encoder."""
     from types import SimpleNamespace
