@@ -2,10 +2,12 @@
 normalized score of the last evaluation with each option, same data and seeds, read from the sweeps' results.
 
     python benchmarks/fidelity.py [--results results]   # after the tune/configs/fidelity-umaze*.yaml sweeps
+    python benchmarks/fidelity.py --table hopper        # after the tune/configs/fidelity-hopper*.yaml sweeps
 
 Each choice compares two results files (or two slices of one): the default option's rows come from the
-benchmark sweep (benchmark-pointmaze-umaze, seeds 0-2) where its settings are the same, the other option's from
-its fidelity sweep. Choice 3 (ICVF input normalisation) also gets the Fig. 8 R^2 from both geometry files.
+benchmark sweep (benchmark-pointmaze-umaze or benchmark-hopper, seeds 0-2) where its settings are the same, the
+other option's from its fidelity sweep. Choices 3 and 4 (ICVF inputs and training pairs) also get the Fig. 8 R^2
+from the geometry files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from ailot import results
 
 BENCHMARK = "benchmark-pointmaze-umaze"
+HOPPER = "benchmark-hopper"
 SEEDS = (0, 1, 2)
 
 
@@ -29,6 +32,7 @@ class Option:
     sweep: str
     labeller: str
     learner: str = "iql"
+    dataset: str | None = None  # the sweep's rows on this dataset only (None: its only one)
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,50 @@ CHOICES = (
 )
 
 
+def _hopper_choices() -> tuple[Choice, ...]:
+    """On locomotion OTR's protocol (`expert: same`) is the benchmark's, so the separate expert set is the other
+    option; choices 3-5 ran on hopper-medium only."""
+    out = []
+    for ds in ("hopper-medium", "hopper-medium-replay"):
+        for labeller in ("ailot", "otr"):
+            out.append(Choice(f"1. expert trajectory, {labeller.upper()}, {ds}",
+                              Option("top-1 agent episode (`expert: same`)", HOPPER, labeller, dataset=ds),
+                              Option("separate expert dataset (expert-v0)", "fidelity-hopper-expert", labeller,
+                                     dataset=ds)))
+    for ds in ("hopper-medium", "hopper-medium-replay"):
+        out.append(Choice(f"2. AILOT reward squashing, {ds}",
+                          Option("paper: 5 exp(-0.5 Ta sum P C)", HOPPER, "ailot", dataset=ds),
+                          Option("authors: 2 exp(-3 * 100 sum P C)", "fidelity-hopper-squash", "ailot", dataset=ds)))
+    medium = "hopper-medium"
+    out += [
+        Choice(f"3. ICVF inputs, {medium}", Option("normalised (default)", HOPPER, "ailot", dataset=medium),
+               Option("raw (icvf_release)", "fidelity-hopper-raw-inputs", "ailot")),
+        Choice(f"4. ICVF training pairs, {medium}", Option("every transition (default)", HOPPER, "ailot",
+                                                           dataset=medium),
+               Option("without each episode's last (the fall)", "fidelity-hopper-pairs", "ailot")),
+        Choice(f"5. Diffusion-QL rewards (AILOT, 5k updates), {medium}",
+               Option("reference: raw (default)", "fidelity-hopper-dql", "ailot", "diffusion_ql"),
+               Option("IQL's scaling (ailot before)", "fidelity-hopper-dql-iql", "ailot", "diffusion_ql")),
+    ]
+    return tuple(out)
+
+
+# table name -> (choices, the sweep whose geometry is the default's, the other options' geometry sweeps)
+TABLES = {
+    "umaze": (CHOICES, BENCHMARK, {"raw inputs": "fidelity-umaze-raw-inputs", "without last pairs":
+                                   "fidelity-umaze-pairs"}),
+    "hopper": (_hopper_choices(), HOPPER, {"raw inputs": "fidelity-hopper-raw-inputs", "without last pairs":
+                                           "fidelity-hopper-pairs"}),
+}
+
+
 def last_scores(df: pd.DataFrame, option: Option) -> pd.Series:
     """Normalized score at each seed's last evaluation, for the option's labeller + learner, seeds 0-2."""
     rows = df[(df.labeller == option.labeller) & (df.learner == option.learner) & df.seed.isin(SEEDS)]
+    if option.dataset is not None:
+        rows = rows[rows.dataset == option.dataset]
+    elif rows.dataset.nunique() > 1:
+        raise ValueError(f"{option.sweep} has rows on {sorted(rows.dataset.unique())}: name the option's dataset")
     last = rows.sort_values("step").groupby("seed").tail(1).set_index("seed").sort_index()
     return last["normalized_score"]
 
@@ -76,7 +121,8 @@ def r2_line(results_dir: Path, sweep: str) -> str:
     return ", ".join(f"k<={h}: {fits['psi']:.3f}" for h, fits in sorted(geometry.attrs["r2_by_horizon"].items()))
 
 
-def table(results_dir: Path) -> str:
+def table(results_dir: Path, which: str = "umaze") -> str:
+    choices, benchmark, geometry_sweeps = TABLES[which]
     frames: dict[str, pd.DataFrame | None] = {}
 
     def load(sweep: str) -> pd.DataFrame | None:
@@ -86,7 +132,7 @@ def table(results_dir: Path) -> str:
         return frames[sweep]
 
     lines = ["| choice | default option | score | other option | score | difference |", "|---|---|---|---|---|---|"]
-    for choice in CHOICES:
+    for choice in choices:
         cells, means = [], []
         for option in (choice.default, choice.other):
             df = load(option.sweep)
@@ -95,16 +141,19 @@ def table(results_dir: Path) -> str:
             means.append(scores.mean() if len(scores) else np.nan)
         diff = means[1] - means[0]
         lines.append(f"| {choice.title} | " + " | ".join(cells) + f" | {diff:+.1f} |")
-    lines += ["", "Fig. 8 R^2 (psi distance vs k, seed 0's encoder), normalised inputs: "
-              f"{r2_line(results_dir, BENCHMARK)}; raw inputs: {r2_line(results_dir, 'fidelity-umaze-raw-inputs')}; "
-              f"without last pairs: {r2_line(results_dir, 'fidelity-umaze-pairs')}"]
+    others = "; ".join(f"{label}: {r2_line(results_dir, sweep)}" for label, sweep in geometry_sweeps.items())
+    lines += ["", f"Fig. 8 R^2 (psi distance vs k, seed 0's encoder), defaults: {r2_line(results_dir, benchmark)}; "
+              + others]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=Path("results"), help="where the sweeps' Parquet files are")
-    print(table(p.parse_args(argv).results))
+    p.add_argument("--table", choices=sorted(TABLES), default="umaze",
+                   help="umaze: tune/configs/fidelity-umaze*.yaml; hopper: tune/configs/fidelity-hopper*.yaml")
+    args = p.parse_args(argv)
+    print(table(args.results, args.table))
     return 0
 
 

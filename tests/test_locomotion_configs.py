@@ -95,3 +95,45 @@ def test_the_hopper_benchmark_shares_the_locomotion_benchmarks_cache_data_and_se
     for name in ("ailot", "otr", "oril", "true"):
         assert hopper["labellers"][name] == bench["labellers"][name], name
     assert bench["labellers"]["seabo"] == {} and "sas" in hopper["labellers"]["seabo"]["mode"]  # sas: the default
+
+
+# fidelity-hopper-<choice>.yaml -> what it may change from benchmark-hopper.yaml (issue 28: one choice per file)
+FIDELITY_CHANGES = {
+    "expert": {"expert": "ailot/hopper/expert-v0"},
+    "squash": {"ailot": {"squash": "authors", "alpha": 2, "tau": 3}},
+    "raw-inputs": {"intents": {"normalize_observations": False}},
+    "pairs": {"intents": {"sample_last_transition": False}},
+    "dql": {"learners": {"diffusion_ql": {"reward_scaling": "reference"}}},
+    "dql-iql": {"learners": {"diffusion_ql": {"reward_scaling": "iql"}}},
+}
+
+
+@pytest.mark.parametrize("choice", sorted(FIDELITY_CHANGES))
+def test_each_hopper_fidelity_sweep_changes_only_its_choice(choice):
+    """Every other setting must be benchmark-hopper's, whose rows are the default option: a stray difference (ICVF
+    size, k, epsilon, seeds, budget) would be measured as the choice's effect, and would miss the shared cache."""
+    bench = yaml.safe_load((CONFIGS / "benchmark-hopper.yaml").read_text())
+    cfg = yaml.safe_load((CONFIGS / f"fidelity-hopper-{choice}.yaml").read_text())
+    change = FIDELITY_CHANGES[choice]
+    assert cfg["name"] == f"fidelity-hopper-{choice}"
+    assert (cfg["cache"], cfg["seeds"], cfg["resources"]) == (bench["cache"], bench["seeds"], bench["resources"])
+    by_name = {d["name"]: d for d in bench["datasets"]}
+    for entry in cfg["datasets"]:
+        assert entry == {**by_name[entry["name"]], **({"expert": change["expert"]} if "expert" in change else {})}
+    assert cfg["intents"] == {**bench["intents"], **change.get("intents", {})}
+    assert set(cfg["labellers"]) <= {"ailot", "otr"}
+    assert cfg["labellers"]["ailot"] == {**bench["labellers"]["ailot"], **change.get("ailot", {})}
+    if "otr" in cfg["labellers"]:
+        assert cfg["labellers"]["otr"] == bench["labellers"]["otr"]
+    if "learners" in change:  # Diffusion-QL's pair: the two files differ in reward_scaling alone
+        assert cfg["learners"] == change["learners"]
+        assert cfg["train"]["eval_episodes"] == bench["train"]["eval_episodes"]
+    else:
+        assert (cfg["learners"], cfg["train"]) == ({"iql": {}}, bench["train"])
+
+
+def test_the_two_diffusion_ql_hopper_sweeps_share_their_budget():
+    dql, dql_iql = (yaml.safe_load((CONFIGS / f"fidelity-hopper-{n}.yaml").read_text()) for n in ("dql", "dql-iql"))
+    for cfg in (dql, dql_iql):
+        cfg.pop("name"), cfg.pop("learners")
+    assert dql == dql_iql
