@@ -31,7 +31,8 @@ def read_run(work_dir: str | os.PathLike) -> dict:
     state_path = work / "state.json"
     if not state_path.is_file():
         raise AilotInputError(f"work dir {str(work)!r}", "has no state.json (not an `ailot collect` work dir)",
-                              "give the --work-dir of an `ailot collect` run (default ~/.cache/ailot/collect/<env>-seed<N>)")
+                              "give the --work-dir of an `ailot collect` run "
+                              "(default ~/.cache/ailot/collect/<env>-seed<N>)")
     state = json.loads(state_path.read_text())
 
     def optional(name: str) -> dict:
@@ -97,9 +98,10 @@ def tables(runs: list[dict], datasets: dict[str, dict[str, dict]]) -> str:
     for env_id, kinds in datasets.items():
         for kind, st in kinds.items():
             d4rl = D4RL_MEDIUM_SCORE.get(env_name(env_id)) if kind == "medium" else None
+            d4rl_cell = f"about {d4rl:.0f}" if d4rl is not None else ""
             lines.append(f"| {st['id']} | {st.get('transitions', 0):,} | {st.get('episodes', 0):,} | "
-                         f"{st.get('return_mean', float('nan')):.1f} | {st.get('normalized_score_mean', float('nan')):.1f}"
-                         f" | {'about %.0f' % d4rl if d4rl is not None else ''} |")
+                         f"{st.get('return_mean', float('nan')):.1f} | "
+                         f"{st.get('normalized_score_mean', float('nan')):.1f} | {d4rl_cell} |")
     return "\n".join(lines)
 
 
