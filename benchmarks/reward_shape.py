@@ -1,40 +1,25 @@
-"""The shape of AILOT's rewards under each squashing form (issue 28, choice 2), read from a sweep's reward cache.
+"""The shape of AILOT's rewards under two sweeps' settings (issue 28, choice 2: the squashing form), same data.
 
-    python benchmarks/reward_shape.py                                   # benchmark-hopper's cache (locomotion)
-    python benchmarks/reward_shape.py --cache results/benchmark-pointmaze-umaze/cache
+    python benchmarks/reward_shape.py                      # benchmark-hopper vs fidelity-hopper-squash, the hopper data
+    python benchmarks/reward_shape.py --default tune/configs/benchmark-pointmaze-umaze.yaml \\
+        --other tune/configs/fidelity-umaze-squash.yaml --seeds 0,1,2
 
-For every dataset and encoder with AILOT rewards cached under both forms ("paper", the default, and "authors"), per
-form: the mean reward over alpha, the share of transitions below 1 % of alpha (how sparse the reward is), the
-Spearman correlation with the true reward per transition and per episode mean; and the two forms' correlation with
-each other. Run after the sweeps whose rewards it reads (benchmark-hopper and fidelity-hopper-squash).
+For every dataset both configs name and every seed: each config's AILOT rewards, looked up the way the sweep looks
+them up (encoder and expert set included in the key; read from the cache, computed there when missing, as
+labeller_agreement.py does), and per config the mean reward over alpha, the share of transitions below 1 % of alpha
+(how sparse the reward is), the Spearman correlation with the true reward per transition and per episode mean;
+and the two settings' correlation with each other. Run after the sweeps, whose rewards it then only reads.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import dataclasses
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from ailot.data.loading import load_dataset
-
-FORMS = ("paper", "authors")
-
-
-def cached_ailot(cache: Path) -> dict[str, dict[str, dict[str, tuple[np.ndarray, float]]]]:
-    """dataset id -> encoder -> form -> (rewards, alpha), for AILOT's max-over-experts rewards."""
-    found: dict = {}
-    for meta_path in sorted((cache / "rewards").glob("*.json")):
-        meta = json.loads(meta_path.read_text())["meta"]
-        setting = meta["setting"]
-        if setting["labeller"] != "ailot" or setting.get("expert_mode", "max") != "max":
-            continue
-        rewards = np.load(meta_path.with_suffix(".npz"))["rewards"]
-        form = setting.get("squash", "paper")
-        found.setdefault(meta["dataset_id"], {}).setdefault(meta["encoder"], {})[form] = (rewards, setting["alpha"])
-    return found
+LABELLER = "ailot"
 
 
 def shape(rewards: np.ndarray, alpha: float, true: np.ndarray, episode: np.ndarray, lengths: np.ndarray) -> str:
@@ -44,33 +29,42 @@ def shape(rewards: np.ndarray, alpha: float, true: np.ndarray, episode: np.ndarr
             f"{spearmanr(rewards, true)[0]:.2f} | {spearmanr(per_episode, true_per_episode)[0]:.2f}")
 
 
-def table(cache: Path) -> str:
-    lines = ["| dataset | encoder | form | mean / alpha | below 1 % of alpha | step Spearman | episode-mean Spearman |"
-             " paper vs authors |", "|---|---|---|---|---|---|---|---|"]
-    for dataset_id, encoders in sorted(cached_ailot(cache).items()):
-        pairs = {enc: forms for enc, forms in encoders.items() if set(FORMS) <= set(forms)}
-        if not pairs:
-            continue
-        data = load_dataset(dataset_id)
-        true = np.concatenate([np.asarray(r, np.float64) for r in data.rewards])
-        lengths = np.array([len(r) for r in data.rewards])
-        episode = np.repeat(np.arange(len(lengths)), lengths)
-        for enc, forms in sorted(pairs.items()):
-            between = spearmanr(forms["paper"][0], forms["authors"][0])[0]
-            for form in FORMS:
-                rewards, alpha = forms[form]
-                if len(rewards) != len(true):
-                    raise ValueError(f"{dataset_id}: {len(rewards)} cached rewards, {len(true)} transitions")
-                lines.append(f"| {dataset_id} | {enc[:8]} | {form} | {shape(rewards, alpha, true, episode, lengths)}"
-                             f" | {between:.2f} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from ailot import pipeline
+    from ailot.config import load_sweep_config
+    from ailot.sweep_cli import part_of
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cache", type=Path, default=Path("results/benchmark-locomotion/cache"),
-                   help="a sweep's cache directory (its rewards/ holds the cached reward arrays)")
-    print(table(p.parse_args(argv).cache))
+    p.add_argument("--default", default="tune/configs/benchmark-hopper.yaml", help="the default option's sweep")
+    p.add_argument("--other", default="tune/configs/fidelity-hopper-squash.yaml", help="the other option's sweep")
+    p.add_argument("--storage", default="results", help="the sweeps' storage (where their caches are)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the configs')")
+    args = p.parse_args(argv)
+    configs = {}
+    for role in ("default", "other"):
+        cfg = dataclasses.replace(load_sweep_config(getattr(args, role)), storage=args.storage)
+        configs[role] = part_of(cfg, None, args.seeds, labellers=LABELLER)
+    shared = [d.label for d in configs["other"].datasets if d.label in {e.label for e in configs["default"].datasets}]
+    print(f"| dataset | seed | sweep | mean / alpha | below 1 % of alpha | step Spearman | episode-mean Spearman | "
+          f"{configs['default'].name} vs {configs['other'].name} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label in shared:
+        pair = pipeline.load_pair(configs["default"].dataset(label), progress=False)
+        agent = pair[0]
+        true = np.concatenate([np.asarray(r, np.float64) for r in agent.rewards])
+        lengths = np.array([len(r) for r in agent.rewards])
+        episode = np.repeat(np.arange(len(lengths)), lengths)
+        for seed in configs["other"].seeds:
+            got = {}
+            for role, cfg in configs.items():
+                setting = cfg.labeller_settings()[0]
+                key = pipeline.rewards_for(cfg.dataset(label), pipeline.load_pair(cfg.dataset(label), progress=False),
+                                           seed, [setting], cfg, progress=False)[pipeline.setting_id(setting)]
+                got[role] = (pipeline.rewards_cache(cfg).get(key)["rewards"], float(setting.get("alpha", 5.0)))
+            between = spearmanr(got["default"][0], got["other"][0])[0]
+            for role, (rewards, alpha) in got.items():
+                print(f"| {label} | {seed} | {configs[role].name} | {shape(rewards, alpha, true, episode, lengths)} | "
+                      f"{between:.2f} |")
     return 0
 
 
