@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{configs['default'].name} vs {configs['other'].name} |")
     print("|---|---|---|---|---|---|---|---|")
     for label in shared:
-        pair = pipeline.load_pair(configs["default"].dataset(label), progress=False)
-        agent = pair[0]
+        pairs = {role: pipeline.load_pair(cfg.dataset(label), progress=False) for role, cfg in configs.items()}
+        agent = pairs["default"][0]
         true = np.concatenate([np.asarray(r, np.float64) for r in agent.rewards])
         lengths = np.array([len(r) for r in agent.rewards])
         episode = np.repeat(np.arange(len(lengths)), lengths)
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             got = {}
             for role, cfg in configs.items():
                 setting = cfg.labeller_settings()[0]
-                key = pipeline.rewards_for(cfg.dataset(label), pipeline.load_pair(cfg.dataset(label), progress=False),
-                                           seed, [setting], cfg, progress=False)[pipeline.setting_id(setting)]
+                key = pipeline.rewards_for(cfg.dataset(label), pairs[role], seed, [setting], cfg,
+                                           progress=False)[pipeline.setting_id(setting)]
                 got[role] = (pipeline.rewards_cache(cfg).get(key)["rewards"], float(setting.get("alpha", 5.0)))
             between = spearmanr(got["default"][0], got["other"][0])[0]
             for role, (rewards, alpha) in got.items():
