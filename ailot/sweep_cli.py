@@ -201,12 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         with stoppable():
             return run(args)
     except AilotInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(f"error: {exc}")
         return 2
     except KeyboardInterrupt:  # before or between the trials (Tune handles SIGINT during them)
-        print(f"error: interrupted before the trials finished. Fix: resume with {resume_command(args)} (encoders "
-              "and rewards already made are cached)", file=sys.stderr)
+        print_error(f"error: interrupted before the trials finished. Fix: resume with {resume_command(args)} (encoders "
+                    "and rewards already made are cached)")
         return 130
+
+
+def print_error(line: str) -> None:
+    """One write with its newline: Ray's log thread prints workers' lines to the same stream, and between
+    print's two writes (text, then newline) one of them can land mid-line."""
+    sys.stdout.flush()  # what was printed before it comes before it
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def resume_command(args) -> str:
@@ -269,10 +277,10 @@ def run(args) -> int:
         except SweepIncomplete as exc:
             print(exc.summary)
             if exc.interrupted:
-                print(f"error: sweep {cfg.name!r} {exc}. Fix: resume with {resume_command(args)}", file=sys.stderr)
+                print_error(f"error: sweep {cfg.name!r} {exc}. Fix: resume with {resume_command(args)}")
                 return 130
-            print(f"error: sweep {cfg.name!r}: {exc}. Fix: correct what made them fail (Ray's logs hold the "
-                  f"tracebacks), then rerun the sweep: finished trials are kept, not rerun", file=sys.stderr)
+            print_error(f"error: sweep {cfg.name!r}: {exc}. Fix: correct what made them fail (Ray's logs hold the "
+                        f"tracebacks), then rerun the sweep: finished trials are kept, not rerun")
             return 1
     print(summary)
     print(f"sweep {cfg.name!r} finished in {time.time() - t0:.0f}s; results: {cfg.parquet_path}")

@@ -221,3 +221,23 @@ def test_a_part_of_the_grid_leaves_the_configs_geometry_check_alone(pointmaze_um
     seed0 = np.mean([np.sum((s[1:, :2] - s[:-1, :2]) ** 2, axis=-1).mean() for s in states if len(s) > 1])
     psi = results.read_geometry(path).query("space == 'psi' and k == 1")["mean_sq_dist"].item()
     assert psi == pytest.approx(seed0, rel=0.05)
+
+
+def test_an_error_line_is_one_write_so_rays_log_thread_cannot_split_it(monkeypatch):
+    """Ray prints workers' lines to the driver's stderr from another thread; print's separate newline write let one
+    land between a resume hint and its newline (a CI failure of test_faults' interrupt test)."""
+    import io
+    import sys
+
+    from ailot.sweep_cli import print_error
+
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    print_error("error: sweep 'x' interrupted. Fix: resume with python tune/sweep.py --resume")
+    assert writes == ["error: sweep 'x' interrupted. Fix: resume with python tune/sweep.py --resume\n"]
