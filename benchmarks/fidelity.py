@@ -73,6 +73,11 @@ def _hopper_choices() -> tuple[Choice, ...]:
         out.append(Choice(f"2. AILOT reward squashing, {ds}",
                           Option("paper: 5 exp(-0.5 Ta sum P C)", HOPPER, "ailot", dataset=ds),
                           Option("authors: 2 exp(-3 * 100 sum P C)", "fidelity-hopper-squash", "ailot", dataset=ds)))
+    for ds in ("hopper-medium", "hopper-medium-replay"):
+        out.append(Choice(f"1 + 2. the AILOT authors' notebook setup, {ds}",
+                          Option("`expert: same`, paper squashing", HOPPER, "ailot", dataset=ds),
+                          Option("expert-v0's top episode, authors' squashing", "fidelity-hopper-authors", "ailot",
+                                 dataset=ds)))
     medium = "hopper-medium"
     out += [
         Choice(f"3. ICVF inputs, {medium}", Option("normalised (default)", HOPPER, "ailot", dataset=medium),
@@ -140,7 +145,7 @@ def table(results_dir: Path, which: str = "umaze") -> str:
             cells += [option.label, cell(scores)]
             means.append(scores.mean() if len(scores) else np.nan)
         diff = means[1] - means[0]
-        lines.append(f"| {choice.title} | " + " | ".join(cells) + f" | {diff:+.1f} |")
+        lines.append(f"| {choice.title} | " + " | ".join(cells) + f" | {'' if np.isnan(diff) else f'{diff:+.1f}'} |")
     others = "; ".join(f"{label}: {r2_line(results_dir, sweep)}" for label, sweep in geometry_sweeps.items())
     lines += ["", f"Fig. 8 R^2 (psi distance vs k, seed 0's encoder), defaults: {r2_line(results_dir, benchmark)}; "
               + others]

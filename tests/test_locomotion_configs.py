@@ -101,6 +101,8 @@ def test_the_hopper_benchmark_shares_the_locomotion_benchmarks_cache_data_and_se
 FIDELITY_CHANGES = {
     "expert": {"expert": "ailot/hopper/expert-v0"},
     "squash": {"ailot": {"squash": "authors", "alpha": 2, "tau": 3}},
+    # the authors' notebook setup: both of the above together (the one file that changes two)
+    "authors": {"expert": "ailot/hopper/expert-v0", "ailot": {"squash": "authors", "alpha": 2, "tau": 3}},
     "raw-inputs": {"intents": {"normalize_observations": False}},
     "pairs": {"intents": {"sample_last_transition": False}},
     "dql": {"learners": {"diffusion_ql": {"reward_scaling": "reference"}}},
