@@ -1,4 +1,4 @@
-"""The shape of AILOT's rewards under two sweeps' settings (issue 28, choice 2: the squashing form), same data.
+"""The shape of AILOT's rewards under two sweeps' settings (issue 28: squashing, expert set, ICVF inputs), same data.
 
     python benchmarks/reward_shape.py                      # benchmark-hopper vs fidelity-hopper-squash, the hopper data
     python benchmarks/reward_shape.py --default tune/configs/benchmark-pointmaze-umaze.yaml \\
