@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {ds.label} | {names[pipeline.setting_id(s)]} | {reads} | {eps} | {mean} | {step} | {per_1e5} |")
         from scipy.stats import spearmanr
 
+        lengths = np.asarray(agent.lengths)
         print(f"\n{ds.label}: episode length alone ranks the returns with Spearman "
-              f"{spearmanr(agent.lengths, agent.returns)[0]:.2f} ({len(agent.lengths)} episodes)")
+              f"{spearmanr(lengths, agent.returns)[0]:.2f} and the true reward per step with "
+              f"{spearmanr(lengths, np.asarray(agent.returns) / lengths)[0]:.2f} ({len(lengths)} episodes)")
         encoder_seconds = [pipeline.encoder_seconds(agent, cfg.intents, seed, cfg.cache_dir) for seed in seeds]
         known = [t for t in encoder_seconds if t is not None]
         if known:
