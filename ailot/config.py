@@ -109,6 +109,9 @@ class SweepConfig:
     # user's own runs apart from the published results/ (made with --storage results)
     storage: str = "runs"
     cache: str = ""  # another sweep's cache directory, to reuse its encoders and rewards; "" -> <storage>/<name>/cache
+    # other sweeps' results (a sweep name in storage, or a .parquet path): a trial finished there with the same
+    # config, data and rewards is copied into this sweep's file, not rerun (its rows keep their sweep and commit)
+    reuse_from: tuple[str, ...] = ()
     intents: dict[str, Any] = field(default_factory=dict)  # ICVFConfig overrides
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
@@ -126,6 +129,12 @@ class SweepConfig:
     @property
     def parquet_path(self) -> StoragePath:
         return storage.join(self.storage, f"{self.name}.parquet")
+
+    @property
+    def reuse_paths(self) -> list[StoragePath]:
+        """The results files named by `reuse_from`: a sweep name resolves to <storage>/<name>.parquet."""
+        return [storage.join(s) if s.endswith(".parquet") else storage.join(self.storage, f"{s}.parquet")
+                for s in self.reuse_from]
 
     @property
     def figures_dir(self) -> StoragePath:
@@ -401,6 +410,19 @@ def _check_intents(intents: dict) -> None:
                      "give numbers for rates/sizes and a list of ints for hidden_dims") from None
 
 
+def _reuse_from(raw: Any, name: str) -> tuple[str, ...]:
+    sources = tuple(_as_list(raw))
+    for source in sources:
+        if not isinstance(source, str) or not (source.endswith(".parquet") or _SAFE_NAME.match(source)):
+            raise _error("reuse_from", f"got {source!r}",
+                         "give other sweeps' names (results in the same storage) or paths of .parquet results files")
+        storage.check_scheme(source, "config key 'reuse_from'")
+        if source == name:
+            raise _error("reuse_from", f"names this sweep itself ({name!r})",
+                         "name other sweeps; this sweep's own finished trials are kept anyway")
+    return sources
+
+
 def sweep_config_from_dict(raw: dict) -> SweepConfig:
     """Validate a parsed YAML mapping into a SweepConfig."""
     fields = {f.name for f in dataclasses.fields(SweepConfig)}
@@ -436,6 +458,7 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
     if not isinstance(cache, str):
         raise _error("cache", f"got {cache!r}", "give a directory path or a URI, e.g. results/pointmaze-medium/cache")
     storage.check_scheme(cache, "config key 'cache'")
+    reuse_from = _reuse_from(raw.get("reuse_from") or [], name)
     intents = raw.get("intents") or {}
     if not isinstance(intents, dict):
         raise _error("intents", "expected a mapping", "write ICVF settings as key: value pairs")
@@ -447,6 +470,7 @@ def sweep_config_from_dict(raw: dict) -> SweepConfig:
         seeds=seeds,
         storage=store,
         cache=cache,
+        reuse_from=reuse_from,
         intents=_numbers_in(dict(intents)),
         train=_dataclass_from(TrainConfig, "train", raw.get("train")),
         resources=_dataclass_from(ResourcesConfig, "resources", raw.get("resources")),

@@ -560,6 +560,12 @@ def _provenance(doc: Doc, df: pd.DataFrame, trials: pd.DataFrame):
     commits = trials.merge(df.groupby("trial_id")["git_commit"].last().reset_index(), on="trial_id")
     counts = commits["git_commit"].fillna("(not recorded)").value_counts()
     doc.p("Code: " + "; ".join(f"git {c} ({n} runs)" for c, n in counts.items()) + ".")
+    made_by = trials.merge(df.groupby("trial_id")["sweep"].last().reset_index(), on="trial_id")["sweep"]
+    if made_by.nunique() > 1:
+        doc.p("Runs per sweep that made them: " + "; ".join(f"{name} ({n})" for name, n in
+                                                          made_by.value_counts().items())
+              + ". Runs of another sweep were taken through `reuse_from`: made with the same trial config, data "
+                "fingerprint and rewards.")
     wall = trials["wall_time_s"].sum()
     stamps = pd.to_numeric(df["timestamp"], errors="coerce").dropna()
     span = ""
@@ -696,7 +702,8 @@ def write_report(parquet_path: StoragePath, out_dir: StoragePath | None = None, 
         parent = text.rsplit("/", 1)[0] if "/" in text else "."
         out_dir = storage.join(parent if storage.is_uri(text) else Path(parent), "reports")
     sweeps = sorted(set(df["sweep"].dropna().astype(str)))
-    doc, figures, _ = build(df, f"Sweep {', '.join(sweeps) or stem}", per_seed=per_seed, reps=reps, seed=seed,
+    title = stem if stem in sweeps else ", ".join(sweeps) or stem  # a sweep's file may hold rows taken from others
+    doc, figures, _ = build(df, f"Sweep {title}", per_seed=per_seed, reps=reps, seed=seed,
                             stem=stem, reference=ref, reference_source=str(reference or ""))
     written = []
     for name, data in [(f"{stem}.md", doc.markdown().encode()),

@@ -23,7 +23,8 @@ from ailot.storage import StoragePath
 
 # Column -> (arrow type, meaning). The documented schema of every results file.
 SCHEMA_DOC: dict[str, tuple[pa.DataType, str]] = {
-    "sweep": (pa.string(), "sweep name (config 'name')"),
+    "sweep": (pa.string(), "name of the sweep whose run made the row (config 'name'; rows taken through "
+              "'reuse_from' keep the other sweep's)"),
     "trial_id": (pa.string(), "stable id of the trial (dataset, labeller setting, learner, seed)"),
     "dataset": (pa.string(), "dataset label from the config"),
     "dataset_id": (pa.string(), "agent dataset id (Minari id or file)"),

@@ -263,6 +263,9 @@ def check_paths(cfg: SweepConfig, storage_what: str = "config key 'storage'") ->
     storage.check_writable(cfg.storage, storage_what)
     if cfg.cache:
         storage.check_writable(cfg.cache, "config key 'cache'")
+    for source in cfg.reuse_paths:
+        if not storage.exists(source):  # not an error: that sweep may not have run here (yet); its trials run here
+            log.warning("reuse_from: %s does not exist: no trial is taken from it", source)
 
 
 def check_sizes(cfg: SweepConfig, pairs: dict) -> None:
@@ -489,7 +492,11 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     tune_path = str(storage.join(run_dir, "tune"))
     experiment = str(storage.join(tune_path, "trials"))
     # a trial whose rows are already in the results file, made the same way, is not rerun
-    todo, reused = _drop_completed(cfg, param_trials, agents)
+    todo, reused, borrowed = _drop_completed(cfg, param_trials, agents)
+    if len(borrowed):  # into the file at once: kept whatever happens to this run
+        results.merge_into(cfg.parquet_path, borrowed)
+        log.info("  their %d rows copied into %s", len(borrowed), cfg.parquet_path)
+        reused = results.merge([reused, borrowed])
     fn = tune.with_resources(
         tune.with_parameters(trainable, cfg=cfg, agents=agents, experts=experts),
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
@@ -580,22 +587,37 @@ def _error_line(error: BaseException) -> str:
     return (type(error).__name__ + (f": {lines[-1]}" if lines else ""))[:300]
 
 
-def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict) -> tuple[list[dict], pd.DataFrame]:
-    """The trials still to run, and the rows of those already complete in the results file."""
-    path = cfg.parquet_path
-    if not storage.exists(path):
-        return param_trials, pd.DataFrame()
-    prior = results.load(path)
+def _drop_completed(cfg: SweepConfig, param_trials: list[dict],
+                    agents: dict) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """The trials still to run; the rows of those already complete in the results file; and the rows of those
+    complete in a `reuse_from` sweep's file, made the same way (config, data fingerprint, rewards key), that this
+    file lacks."""
     steps = pipeline.eval_steps(cfg.train)
     expected = {pipeline.trial_id(p["trial"]): {
         "steps": steps, "config": pipeline.trial_config_json(p["trial"], cfg), "rewards_key": p["rewards_key"] or "",
         "dataset_fingerprint": agents[p["trial"]["dataset"]].fingerprint()} for p in param_trials}
-    done = results.completed_trials(prior, expected)
-    if done:
-        log.info("  %d of %d trials already complete in %s: their rows are kept, they are not rerun", len(done),
-                 len(param_trials), path)
+    done: set[str] = set()
+    reused = pd.DataFrame()
+    if storage.exists(cfg.parquet_path):
+        prior = results.load(cfg.parquet_path)
+        done = results.completed_trials(prior, expected)
+        if done:
+            log.info("  %d of %d trials already complete in %s: their rows are kept, they are not rerun", len(done),
+                     len(param_trials), cfg.parquet_path)
+        reused = prior[prior["trial_id"].isin(list(done))]
+    borrowed = []
+    for source in cfg.reuse_paths:
+        if not storage.exists(source):
+            continue
+        other = results.load(source)
+        got = results.completed_trials(other, {t: e for t, e in expected.items() if t not in done})
+        if got:
+            log.info("  %d trials complete in %s with the same config, data and rewards (reuse_from): they are not "
+                     "rerun", len(got), source)
+            borrowed.append(other[other["trial_id"].isin(list(got))])
+            done |= got
     todo = [p for p in param_trials if pipeline.trial_id(p["trial"]) not in done]
-    return todo, prior[prior["trial_id"].isin(list(done))]
+    return todo, reused, results.merge(borrowed)
 
 
 def _write_geometry(cfg: SweepConfig, pairs, encoders, geometry_of: tuple[str, int]) -> None:
@@ -648,29 +670,34 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                      keys[t["dataset"], t["seed"], pipeline.setting_id(t["labeller"])]} for t in trials]
     ready = [p for p in param_trials if pairs[p["trial"]["dataset"]][0] is not None and (
         p["rewards_key"] is not None or p["trial"]["labeller"]["labeller"] == "none")]
-    _, reused = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent})
+    _, reused, borrowed = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent})
     complete = set(reused["trial_id"]) if len(reused) else set()
+    taken = set(borrowed["trial_id"]) if len(borrowed) else set()
+    complete |= taken
     by_method: dict[str, list[int]] = {}
     for t in trials:
         name = t["labeller"]["labeller"] + "+" + t["learner"] if t["labeller"]["labeller"] != "none" else t["learner"]
         counts = by_method.setdefault(name, [0, 0])
         counts[0] += 1
         counts[1] += pipeline.trial_id(t) in complete
-    return {"trials": len(trials), "complete": len(complete), "encoders": encoders, "rewards": rewards,
+    return {"trials": len(trials), "complete": len(complete), "reusable": len(taken), "encoders": encoders,
+            "rewards": rewards,
             "methods": by_method, "missing_datasets": [label for label, (a, _) in pairs.items() if a is None],
             "parquet": str(cfg.parquet_path), "cpus_per_trial": cfg.resources.cpus_per_trial,
             "gpus_per_trial": cfg.resources.gpus_per_trial}
 
 
 def format_plan(cfg: SweepConfig, p: dict[str, Any]) -> str:
-    lines = [f"sweep {cfg.name!r}: {p['trials']} trials ({p['complete']} already complete in {p['parquet']}), "
+    complete = f"{p['complete'] - p['reusable']} already complete in {p['parquet']}" + (
+        f", {p['reusable']} to be taken from reuse_from" if p["reusable"] else "")
+    lines = [f"sweep {cfg.name!r}: {p['trials']} trials ({complete}), "
              f"{len(cfg.datasets)} dataset(s) x {len(cfg.seeds)} seed(s); each trial {p['cpus_per_trial']:g} CPU"
              + (f" + {p['gpus_per_trial']:g} GPU" if p["gpus_per_trial"] else ""),
              f"  encoders (ICVF): {p['encoders']['needed']} needed, {p['encoders']['cached']} cached",
              f"  reward settings: {p['rewards']['needed']} needed (dataset x seed x setting), "
              f"{p['rewards']['cached']} cached"]
     if p["missing_datasets"]:
-        lines.append(f"  datasets to generate first: {', '.join(p['missing_datasets'])} (their encoders and rewards "
+        lines.append(f"  datasets not made yet: {', '.join(p['missing_datasets'])} (their encoders and rewards "
                      "cannot be cached yet)")
     lines.append("  trials per method (complete / all):")
     lines += [f"    {name:28s} {done:4d} / {n}" for name, (n, done) in p["methods"].items()]

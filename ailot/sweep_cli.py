@@ -251,15 +251,19 @@ def run(args) -> int:
     from ailot import sweep as stages
 
     if args.dry_run:
-        pairs = {}
+        pairs, how = {}, []
         for ds in cfg.datasets:  # what is there; nothing is generated
             try:
                 pairs[ds.label] = pipeline.load_pair(dataclasses.replace(ds, generate=None), progress=False)
-            except AilotInputError:
-                if not ds.generate:
-                    raise
+            except AilotInputError as exc:
+                if not (ds.generate or exc.problem.startswith("not found")):
+                    raise  # there but unreadable: the run would stop on it too
                 pairs[ds.label] = (None, None)
+                how.append(f"    {ds.label}: " + ("the sweep generates it (config 'generate')" if ds.generate else
+                                                  f"{exc.what} is not here; {exc.fix}"))
         print(stages.format_plan(cfg, stages.plan(cfg, pairs)))
+        if how:
+            print("  datasets not made yet, how:\n" + "\n".join(how))
         return 0
     stages.check_paths(cfg, "--storage" if args.storage is not None else "config key 'storage'")
     address = args.address or os.environ.get("RAY_ADDRESS")

@@ -194,6 +194,12 @@ case(
     r"python -m ailot\.data\.generate",
 )(lambda c: load_dataset("ailot/nothing/here-v0"))
 
+case(
+    "dataset-missing-collected-id",
+    r"dataset 'ailot/halfcheetah/medium-v0': not found under MINARI_DATASETS_PATH.*"
+    r"Fix: make it with `ailot collect --env HalfCheetah-v5 --seed 0`",
+)(lambda c: load_dataset("ailot/halfcheetah/medium-v0"))
+
 
 @case("dataset-wrong-format-file", r"dataset '.*data\.csv': is a file, but only D4RL \.hdf5/\.h5 files")
 def _(c):

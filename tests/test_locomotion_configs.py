@@ -1,5 +1,6 @@
 """tune/configs/benchmark-locomotion.yaml (our D4RL-style data) and d4rl-locomotion.yaml (D4RL's own files) are
-one sweep on two data sources: they may differ only in the sweep name and the datasets' agent ids.
+one sweep on two data sources: they may differ only in the sweep name, the datasets' agent ids, and `reuse_from`
+(benchmark-hopper's finished trials, on our data only).
 
 The files are compared as parsed YAML, not through load_sweep_config: `expert: same` and the seabo / oril
 labellers are checked by the config loader only once those land."""
@@ -25,6 +26,7 @@ def configs():
 def _without_sources(cfg: dict) -> dict:
     out = copy.deepcopy(cfg)
     out.pop("name")
+    out.pop("reuse_from", None)
     for entry in out["datasets"]:
         entry.pop("agent")
     return out
@@ -94,7 +96,23 @@ def test_the_hopper_benchmark_shares_the_locomotion_benchmarks_cache_data_and_se
     assert (hopper["intents"], hopper["train"], hopper["seeds"]) == (bench["intents"], bench["train"], bench["seeds"])
     for name in ("ailot", "otr", "oril", "true"):
         assert hopper["labellers"][name] == bench["labellers"][name], name
-    assert bench["labellers"]["seabo"] == {} and "sas" in hopper["labellers"]["seabo"]["mode"]  # sas: the default
+    assert bench["labellers"]["seabo"] == {"mode": "sas"} and "sas" in hopper["labellers"]["seabo"]["mode"]
+
+
+def test_every_hopper_trial_of_the_locomotion_benchmark_is_one_of_benchmark_hoppers():
+    """benchmark-locomotion takes benchmark-hopper's finished trials (`reuse_from`): that needs each of its hopper
+    trials to be one of benchmark-hopper's, the same id and the same trial config (rewards come from the one cache)."""
+    from ailot import pipeline
+    from ailot.config import load_sweep_config
+
+    bench = load_sweep_config(CONFIGS / "benchmark-locomotion.yaml")
+    hopper = load_sweep_config(CONFIGS / "benchmark-hopper.yaml")
+    assert bench.reuse_from == ("benchmark-hopper",)
+    theirs = {pipeline.trial_id(t): pipeline.trial_config_json(t, hopper) for t in hopper.trials()}
+    ours = [t for t in bench.trials() if t["dataset"].startswith("hopper-")]
+    assert len(ours) == 3 * 6 * 3  # datasets x (5 labellers with IQL, BC) x seeds
+    for t in ours:
+        assert theirs.get(pipeline.trial_id(t)) == pipeline.trial_config_json(t, bench), t
 
 
 # fidelity-hopper-<choice>.yaml -> what it may change from benchmark-hopper.yaml (issue 28: one choice per file)

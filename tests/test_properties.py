@@ -79,6 +79,8 @@ def valid_configs(draw) -> dict:
     }
     if draw(st.booleans()):
         raw["intents"] = {"hidden_dims": [draw(st.integers(1, 64))] * 2, "num_steps": draw(st.integers(1, 10**5))}
+    if draw(st.booleans()):  # other sweeps' finished trials to take (a sweep may not name itself)
+        raw["reuse_from"] = [n for n in draw(st.lists(NAMES, max_size=2, unique=True)) if n != raw["name"]]
     return raw
 
 
@@ -101,6 +103,7 @@ def test_valid_configs_round_trip_through_yaml(raw, tmp_path):
     assert cfg.train.steps == raw["train"]["steps"] and cfg.seeds == tuple(raw["seeds"])
     assert cfg.learners == raw["learners"] and cfg.intents == raw.get("intents", {})
     assert [d.label for d in cfg.datasets] == [d["name"] for d in raw["datasets"]]
+    assert cfg.reuse_from == tuple(raw.get("reuse_from", ()))
     for name, axes in raw["labellers"].items():
         for key, values in axes.items():
             assert cfg.labellers[name][key] == (values if isinstance(values, list) else [values])

@@ -159,6 +159,63 @@ def test_interrupted_sweep_exits_130_writes_its_rows_and_says_how_to_resume(grow
     assert len(rows[rows["seed"] == 0]) == 6 and 1 <= len(rows[rows["seed"] == 1]) < 6
 
 
+# ------------------------------------------------------------- reuse_from: overlapping sweeps share finished trials
+
+
+def test_a_sweep_takes_the_trials_another_sweep_finished_the_same_way_and_runs_only_the_rest(
+        ray_local, pointmaze_umaze, sweep_script, tmp_path, capsys, caplog):
+    """benchmark-locomotion's hopper trials are benchmark-hopper's: `reuse_from` copies those rows (same trial
+    config, data fingerprint, rewards) instead of training them again; a trial made differently is run."""
+    storage = tmp_path / "results"
+    donor_raw = sweep_raw(storage, pointmaze_umaze, "donor")
+    assert run_main(sweep_script, "--config", str(write_yaml(tmp_path / "donor.yaml", donor_raw)))[0] == 0
+    donor = results.load(load_sweep_config(tmp_path / "donor.yaml").parquet_path)
+
+    # seeds 0 and 1: seed 0's two trials are the donor's
+    taker_raw = sweep_raw(storage, pointmaze_umaze, "taker", seeds=(0, 1), reuse_from=["donor", "nowhere"])
+    taker_cfg = sweep_config_from_dict(taker_raw)
+    config = write_yaml(tmp_path / "taker.yaml", taker_raw)
+    assert run_main(sweep_script, "--config", str(config), "--dry-run")[0] == 0
+    out = capsys.readouterr().out
+    assert "4 trials (0 already complete in" in out and "2 to be taken from reuse_from)" in out, out
+    with caplog.at_level("INFO", logger="ailot.sweep"):
+        rc, err = run_main(sweep_script, "--config", str(config))
+    assert rc == 0, err[-2000:]
+    assert "reuse_from: " in caplog.text and "nowhere.parquet does not exist" in caplog.text
+    assert "2 trials complete in" in caplog.text
+    # only seed 1's two trials trained here: 3 chunks each (300 steps, chunk 100)
+    assert len(audit_lines(taker_cfg.run_dir)) == 2 * 3
+    final = results.load(taker_cfg.parquet_path).sort_values(results.KEY).reset_index(drop=True)
+    assert set(final["trial_id"]) == {pipeline.trial_id(t) for t in taker_cfg.trials()} and len(final) == 4 * 3
+    seed0 = final[final["seed"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(seed0, donor.sort_values(results.KEY).reset_index(drop=True))  # the donor's rows
+    assert set(final.loc[final["seed"] == 1, "sweep"]) == {"taker"}
+
+    # a third sweep whose learner differs from the donor's: nothing to take, every trial to run (--dry-run counts)
+    other_raw = sweep_raw(storage, pointmaze_umaze, "other", reuse_from=["donor"],
+                          learners={"iql": {"hidden_dims": [8, 8]}})
+    capsys.readouterr()
+    assert run_main(sweep_script, "--config", str(write_yaml(tmp_path / "other.yaml", other_raw)), "--dry-run")[0] == 0
+    out = capsys.readouterr().out
+    assert "2 trials (0 already complete in" in out and "to be taken from reuse_from" not in out, out
+    # and the taker's own dry run now finds all four complete, two of them the donor's rows in its own file
+    assert run_main(sweep_script, "--config", str(config), "--dry-run")[0] == 0
+    assert "4 trials (4 already complete in" in capsys.readouterr().out
+
+
+def test_reuse_from_names_other_sweeps_or_results_files(tmp_path, pointmaze_umaze):
+    raw = sweep_raw(tmp_path, pointmaze_umaze, "me", reuse_from="benchmark-hopper")
+    cfg = sweep_config_from_dict(raw)
+    assert cfg.reuse_from == ("benchmark-hopper",)
+    assert [str(p) for p in cfg.reuse_paths] == [str(tmp_path / "benchmark-hopper.parquet")]
+    cfg = sweep_config_from_dict(dict(raw, reuse_from=["published/x.parquet"]))
+    assert [str(p) for p in cfg.reuse_paths] == ["published/x.parquet"]
+    with pytest.raises(AilotInputError, match="'reuse_from': names this sweep itself"):
+        sweep_config_from_dict(dict(raw, reuse_from=["me"]))
+    with pytest.raises(AilotInputError, match="'reuse_from': got 'a b'"):
+        sweep_config_from_dict(dict(raw, reuse_from=["a b"]))
+
+
 # ------------------------------------------------------------- 3: failed trials
 
 

@@ -275,3 +275,22 @@ def test_reproduction_says_which_cells_a_fresh_run_matched(bench, tmp_path):
     assert len(others) > 0 and others["reproduced"].all() and (others["difference"].abs() < 1e-9).all()
     paths = report.write_report(fresh, tmp_path / "rep", reps=50, reference=bench)
     assert "Reproduction of the reference results" in Path(paths[0]).read_text()
+
+
+def test_rows_taken_from_another_sweep_are_counted_per_sweep_and_the_title_is_the_files(tmp_path):
+    """A sweep with `reuse_from` holds rows another sweep made: the report says how many runs each sweep made and
+    keeps the file's own sweep as its title."""
+    rows = sweep_rows()
+    for r in rows:
+        if r["dataset"] == DATASETS[0]:
+            r["sweep"] = "donor"
+    path = write_results(rows, tmp_path / "bench.parquet")
+    text = Path(report.write_report(path, tmp_path / "out", reps=20)[0]).read_text()
+    runs = pd.DataFrame(rows).groupby("sweep")["trial_id"].nunique()
+    assert text.startswith("# Sweep bench\n"), text[:80]
+    assert (f"Runs per sweep that made them: bench ({runs['bench']}); donor ({runs['donor']})" in text
+            or f"Runs per sweep that made them: donor ({runs['donor']}); bench ({runs['bench']})" in text), text
+    # a file of one sweep says nothing of the kind
+    single = Path(report.write_report(write_results(sweep_rows(), tmp_path / "one.parquet"), tmp_path / "o",
+                                      reps=20)[0]).read_text()
+    assert "Runs per sweep" not in single

@@ -241,3 +241,25 @@ def test_an_error_line_is_one_write_so_rays_log_thread_cannot_split_it(monkeypat
     monkeypatch.setattr(sys, "stderr", Recorder())
     print_error("error: sweep 'x' interrupted. Fix: resume with python tune/sweep.py --resume")
     assert writes == ["error: sweep 'x' interrupted. Fix: resume with python tune/sweep.py --resume\n"]
+
+
+def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaze, tmp_path, capsys):
+    """A locomotion sweep sized before its data exists: the dry run counts its trials and says to run
+    `ailot collect`; the run itself refuses the missing dataset before Ray (tests/test_bad_inputs.py)."""
+    import ray
+    import yaml
+
+    from ailot.sweep_cli import main as sweep_main
+
+    raw = {"name": "sized", "storage": str(tmp_path / "results"),
+           "datasets": [{"name": "umaze", "agent": pointmaze_umaze[0], "expert": pointmaze_umaze[1],
+                         "task_family": "maze2d"},
+                        {"name": "hopper-medium", "agent": "ailot/hopper/medium-v0", "expert": "same",
+                         "env": "Hopper-v5", "task_family": "locomotion"}],
+           "labellers": {"true": {}}, "learners": {"iql": {}, "bc": {}}, "seeds": [0, 1]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0 and not ray.is_initialized()
+    out = capsys.readouterr().out
+    assert "8 trials (0 already complete" in out and "datasets not made yet: hopper-medium (" in out, out
+    assert "hopper-medium: dataset 'ailot/hopper/medium-v0' is not here; make it with `ailot collect --env " \
+           "Hopper-v5 --seed 0`" in out, out

@@ -28,6 +28,20 @@ _GENERATE_HINT = (
     "load_minari(id, download=True), or set MINARI_DATASETS_PATH to the folder that holds it"
 )
 
+# the MuJoCo envs whose datasets `ailot collect` names ailot/<env>/<kind>-v0
+_COLLECTED_ENVS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5", "ant": "Ant-v5"}
+
+
+def _missing_hint(dataset_id: str) -> str:
+    """How to make a missing dataset: `ailot collect` for a locomotion id of ours, else the PointMaze suite."""
+    parts = dataset_id.split("/")
+    if len(parts) == 3 and parts[0] == "ailot" and parts[1] in _COLLECTED_ENVS:
+        env = _COLLECTED_ENVS[parts[1]]
+        return (f"make it with `ailot collect --env {env} --seed 0` (SAC, then the datasets ailot/{parts[1]}/"
+                "<kind>-v0; resumable, hours on a CPU: results/README.md), or set MINARI_DATASETS_PATH to the "
+                "folder that holds it")
+    return _GENERATE_HINT
+
 
 def _spec_json(raw: str | None) -> str | None:
     """Normalise a stored EnvSpec JSON (dropping keys gymnasium 1.x no longer accepts, as Minari does)."""
@@ -93,7 +107,7 @@ def load_minari(
             dataset = minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError:
         raise AilotInputError(f"dataset {dataset_id!r}", f"not found under MINARI_DATASETS_PATH={root}",
-                              _GENERATE_HINT) from None
+                              _missing_hint(dataset_id)) from None
     except (ValueError, OSError, RuntimeError) as exc:  # bad id syntax, unsupported version, network
         raise AilotInputError(f"dataset {dataset_id!r}", f"could not be loaded ({exc})", _GENERATE_HINT) from None
 
