@@ -35,6 +35,8 @@ PM = "\u00b1"
 GAMMA = 100.0  # optimality gap threshold: normalized scores reach 100 at the expert's return
 METRICS = ("IQM", "Mean", "Optimality gap")
 MAX_METHOD_COLUMNS = 6  # more methods than this (and than datasets): the table puts methods down the rows
+REFERENCE_REWARDS = ("true", "zero")  # the environment's reward and none: references, not imitation methods
+CLOSE_POINTS = 5.0  # a row whose imitation methods end this close is reported as a tie, not ranked
 MAX_AILOT_PAIRWISE = 3  # more AILOT settings than this (an ablation grid): no AILOT-vs-AILOT pairs
 
 
@@ -220,6 +222,20 @@ def bold_set(table: dict[tuple[str, str], Cell], experts: set[str] = frozenset()
                 if best.mean - c.mean <= max(best.spread, c.spread):
                     bold.add((dataset, m))
     return bold
+
+
+def _close_rows(trials: pd.DataFrame, table: dict[tuple[str, str], Cell],
+                experts: set[str]) -> list[tuple[str, float]]:
+    """Datasets whose state-only imitation methods (not the true or zero reward) all end within CLOSE_POINTS of
+    each other, with that spread: a row to report as a tie, not rank (at least two such methods)."""
+    labeller = trials.groupby("method")["labeller"].first()
+    out = []
+    for dataset in sorted({d for d, _ in table}):
+        means = [c.mean for (d, m), c in table.items() if d == dataset and m not in experts
+                 and labeller.get(m) not in REFERENCE_REWARDS]
+        if len(means) > 1 and max(means) - min(means) <= CLOSE_POINTS:
+            out.append((dataset, max(means) - min(means)))
+    return out
 
 
 def score_matrix(trials: pd.DataFrame, method: str, datasets: list[str]) -> tuple[np.ndarray | None, str]:
@@ -419,6 +435,11 @@ def _score_table(doc: Doc, trials: pd.DataFrame, which: str, methods: list[str],
     if experts:
         caption += f" {DAGGER}: the method trains on expert actions; the others see expert states only."
     doc.table(header, rows, caption)
+    close = _close_rows(trials, table, experts) if which == "last" else []
+    if close:
+        doc.p(f"Not ranked: on {', '.join(f'{d} ({spread:.1f})' for d, spread in close)} every state-only method "
+              f"(the true and zero rewards aside) ends within {CLOSE_POINTS:g} points of the others (max - min of "
+              "the means in brackets): too close to call at this budget.")
     steps = trials.groupby(["dataset", "method"])["last_step"].nunique()
     uneven = [f"{names[m]} on {d}" for (d, m), n in steps.items() if n > 1]
     if which == "last" and uneven:

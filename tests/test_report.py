@@ -294,3 +294,22 @@ def test_rows_taken_from_another_sweep_are_counted_per_sweep_and_the_title_is_th
     single = Path(report.write_report(write_results(sweep_rows(), tmp_path / "one.parquet"), tmp_path / "o",
                                       reps=20)[0]).read_text()
     assert "Runs per sweep" not in single
+
+
+def test_a_row_whose_methods_end_within_5_points_is_called_a_tie():
+    """Issue 30: where a row's methods finish within 5 points of each other, the report says so rather than rank
+    them; the true and zero rewards (references) and expert-action methods do not count."""
+    rows = []
+    for labeller, score in (("ailot", 61.0), ("otr", 64.5), ("true", 90.0), ("zero", 10.0)):
+        for seed in (0, 1):
+            for r in trial_rows(DATASETS[0], labeller, "iql", seed, False):
+                r["normalized_score"] = score + seed
+                rows.append(r)
+            for r in trial_rows(DATASETS[1], labeller, "iql", seed, False):
+                r["normalized_score"] = score * (2.0 if labeller == "otr" else 1.0)
+                rows.append(r)
+    rows += [dict(r, normalized_score=20.0) for r in trial_rows(DATASETS[0], "none", "bc", 0, True)]  # expert actions
+    doc, _, _ = report.build(pd.DataFrame(rows), "ties", reps=20, seed=0, stem="ties")
+    text = doc.markdown()
+    (line,) = [x for x in text.splitlines() if x.startswith("Not ranked:")]
+    assert f"on {DATASETS[0]} (3.5) every state-only method" in line and DATASETS[1] not in line, line
