@@ -246,7 +246,6 @@ def test_an_error_line_is_one_write_so_rays_log_thread_cannot_split_it(monkeypat
 def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaze, tmp_path, capsys):
     """A locomotion sweep sized before its data exists: the dry run counts its trials and says to run
     `ailot collect`; the run itself refuses the missing dataset before Ray (tests/test_bad_inputs.py)."""
-    import ray
     import yaml
 
     from ailot.sweep_cli import main as sweep_main
@@ -258,7 +257,8 @@ def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaz
                          "env": "Hopper-v5", "task_family": "locomotion"}],
            "labellers": {"true": {}}, "learners": {"iql": {}, "bc": {}}, "seeds": [0, 1]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0 and not ray.is_initialized()
+    # (the module's Ray may be up from earlier tests: that the dry run starts none is test_expert_methods')
+    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "8 trials (0 already complete" in out and "datasets not made yet: hopper-medium (" in out, out
     assert "hopper-medium: dataset 'ailot/hopper/medium-v0' is not here; make it with `ailot collect --env " \
