@@ -12,6 +12,10 @@ class AilotInputError(ValueError):
         return type(self), (self.what, self.problem, self.fix)
 
 
+class DatasetMissing(AilotInputError):
+    """A named dataset that is not there (yet): what a dry run lists with how to make it, not an error."""
+
+
 class SweepIncomplete(RuntimeError):
     """A sweep that ended with trials failed for good or left unfinished (interrupted). Raised after every row
     that did finish is written; the CLI exits 1 (failed) or 130 (interrupted)."""

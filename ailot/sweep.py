@@ -671,9 +671,8 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
     ready = [p for p in param_trials if pairs[p["trial"]["dataset"]][0] is not None and (
         p["rewards_key"] is not None or p["trial"]["labeller"]["labeller"] == "none")]
     _, reused, borrowed = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent})
-    complete = set(reused["trial_id"]) if len(reused) else set()
     taken = set(borrowed["trial_id"]) if len(borrowed) else set()
-    complete |= taken
+    complete = (set(reused["trial_id"]) if len(reused) else set()) | taken
     by_method: dict[str, list[int]] = {}
     for t in trials:
         name = t["labeller"]["labeller"] + "+" + t["learner"] if t["labeller"]["labeller"] != "none" else t["learner"]
@@ -681,8 +680,7 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
         counts[0] += 1
         counts[1] += pipeline.trial_id(t) in complete
     return {"trials": len(trials), "complete": len(complete), "reusable": len(taken), "encoders": encoders,
-            "rewards": rewards,
-            "methods": by_method, "missing_datasets": [label for label, (a, _) in pairs.items() if a is None],
+            "rewards": rewards, "methods": by_method, "missing_datasets": [label for label, (a, _) in pairs.items() if a is None],
             "parquet": str(cfg.parquet_path), "cpus_per_trial": cfg.resources.cpus_per_trial,
             "gpus_per_trial": cfg.resources.gpus_per_trial}
 

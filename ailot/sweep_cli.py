@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from ailot.errors import AilotInputError
+from ailot.errors import AilotInputError, DatasetMissing
 
 log = logging.getLogger("ailot.sweep")
 
@@ -256,7 +256,7 @@ def run(args) -> int:
             try:
                 pairs[ds.label] = pipeline.load_pair(dataclasses.replace(ds, generate=None), progress=False)
             except AilotInputError as exc:
-                if not (ds.generate or exc.problem.startswith("not found")):
+                if not (ds.generate or isinstance(exc, DatasetMissing)):
                     raise  # there but unreadable: the run would stop on it too
                 pairs[ds.label] = (None, None)
                 how.append(f"    {ds.label}: " + ("the sweep generates it (config 'generate')" if ds.generate else

@@ -16,7 +16,7 @@ import numpy as np
 
 from ailot.data.episodes import Episodes, flatten_observation, resolve_obs_keys
 from ailot.data.reference import d4rl_reference
-from ailot.errors import AilotInputError
+from ailot.errors import AilotInputError, DatasetMissing
 
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 # namespace/name-vN, segments starting with a letter or digit: no '..', no leading '/', no spaces, so an id
@@ -106,8 +106,8 @@ def load_minari(
             warnings.simplefilter("ignore")  # minari warns about optional metadata of third-party datasets
             dataset = minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError:
-        raise AilotInputError(f"dataset {dataset_id!r}", f"not found under MINARI_DATASETS_PATH={root}",
-                              _missing_hint(dataset_id)) from None
+        raise DatasetMissing(f"dataset {dataset_id!r}", f"not found under MINARI_DATASETS_PATH={root}",
+                             _missing_hint(dataset_id)) from None
     except (ValueError, OSError, RuntimeError) as exc:  # bad id syntax, unsupported version, network
         raise AilotInputError(f"dataset {dataset_id!r}", f"could not be loaded ({exc})", _GENERATE_HINT) from None
 
