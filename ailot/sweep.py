@@ -461,12 +461,17 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     # 3. rewards for every distinct setting, on the actor pool, cached
     log.info("stage 3/5: relabelling %d labeller settings", len(used))
 
-    keys: dict[tuple, str] = {}
+    # a restored Tune experiment may hold a trial that reads its rewards again: then every setting is made
+    restoring = resume and tune.Tuner.can_restore(str(storage.join(run_dir, "tune", "trials")))
+    keys: dict[tuple, str] = {} if restoring else _settled_settings(cfg, pairs)
+    if keys:
+        log.info("  %d (dataset, seed, setting) rewards skipped: every trial on them is already complete", len(keys))
     pool = _LazyPool(lambda: _relabel_pool(cfg))  # started only if some labeller on the pool has work
     try:
         for label, pair in pairs.items():
             for seed in cfg.seeds:
-                by_setting = pipeline.rewards_for(cfg.dataset(label), pair, seed, used, cfg,
+                settings = [s for s in used if (label, seed, pipeline.setting_id(s)) not in keys]
+                by_setting = pipeline.rewards_for(cfg.dataset(label), pair, seed, settings, cfg,
                                                   encoder=encoders.get((label, seed)), pool=pool, progress=progress)
                 for setting, key in by_setting.items():
                     keys[label, seed, setting] = key
@@ -587,8 +592,28 @@ def _error_line(error: BaseException) -> str:
     return (type(error).__name__ + (f": {lines[-1]}" if lines else ""))[:300]
 
 
-def _drop_completed(cfg: SweepConfig, param_trials: list[dict],
-                    agents: dict) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+def _settled_settings(cfg: SweepConfig, pairs: dict) -> dict[tuple, str]:
+    """{(dataset, seed, setting id): rewards key} of the settings whose every trial is already complete (in the
+    results file or a `reuse_from` file) and whose key needs no encoder: their rewards are not made again, as on a
+    fresh machine resuming a sweep whose reward cache stayed behind."""
+    used = [s for s in cfg.used_labeller_settings() if not labellers.get(s["labeller"]).uses_encoder]
+    keys = {(label, seed, pipeline.setting_id(s)): pipeline.rewards_key(agent, expert, s, None, seed)
+            for label, (agent, expert) in pairs.items() for seed in cfg.seeds for s in used}
+    param_trials = []
+    for t in cfg.trials():
+        key = (t["dataset"], t["seed"], pipeline.setting_id(t["labeller"]))
+        if key in keys:
+            param_trials.append({"trial": t, "rewards_key": keys[key]})
+    if not param_trials:
+        return {}
+    todo, _, _ = _drop_completed(cfg, param_trials, {label: pair[0] for label, pair in pairs.items()}, quiet=True)
+    still_open = {(p["trial"]["dataset"], p["trial"]["seed"], pipeline.setting_id(p["trial"]["labeller"]))
+                  for p in todo}
+    return {k: key for k, key in keys.items() if k not in still_open}
+
+
+def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict,
+                    quiet: bool = False) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
     """The trials still to run; the rows of those already complete in the results file; and the rows of those
     complete in a `reuse_from` sweep's file, made the same way (config, data fingerprint, rewards key), that this
     file lacks."""
@@ -601,7 +626,7 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict],
     if storage.exists(cfg.parquet_path):
         prior = results.load(cfg.parquet_path)
         done = results.completed_trials(prior, expected)
-        if done:
+        if done and not quiet:
             log.info("  %d of %d trials already complete in %s: their rows are kept, they are not rerun", len(done),
                      len(param_trials), cfg.parquet_path)
         reused = prior[prior["trial_id"].isin(list(done))]
@@ -611,7 +636,7 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict],
             continue
         other = results.load(source)
         got = results.completed_trials(other, {t: e for t, e in expected.items() if t not in done})
-        if got:
+        if got and not quiet:
             log.info("  %d trials complete in %s with the same config, data and rewards (reuse_from): they are not "
                      "rerun", len(got), source)
             borrowed.append(other[other["trial_id"].isin(list(got))])
@@ -665,6 +690,10 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                                            seed) if known else None
                 keys[label, seed, pipeline.setting_id(s)] = key
                 rewards["cached"] += key is not None and cache.contains(key)
+    settled = _settled_settings(cfg, {label: pair for label, pair in pairs.items() if pair[0] is not None})
+    rewards["needed"] -= len(settled)
+    rewards["cached"] -= sum(cache.contains(key) for key in settled.values())
+    rewards["settled"] = len(settled)
     trials = cfg.trials()
     param_trials = [{"trial": t, "rewards_key": None if t["labeller"]["labeller"] == "none" else
                      keys[t["dataset"], t["seed"], pipeline.setting_id(t["labeller"])]} for t in trials]
@@ -679,8 +708,9 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
         counts = by_method.setdefault(name, [0, 0])
         counts[0] += 1
         counts[1] += pipeline.trial_id(t) in complete
+    missing = [label for label, (agent, _) in pairs.items() if agent is None]
     return {"trials": len(trials), "complete": len(complete), "reusable": len(taken), "encoders": encoders,
-            "rewards": rewards, "methods": by_method, "missing_datasets": [label for label, (a, _) in pairs.items() if a is None],
+            "rewards": rewards, "methods": by_method, "missing_datasets": missing,
             "parquet": str(cfg.parquet_path), "cpus_per_trial": cfg.resources.cpus_per_trial,
             "gpus_per_trial": cfg.resources.gpus_per_trial}
 
@@ -693,7 +723,8 @@ def format_plan(cfg: SweepConfig, p: dict[str, Any]) -> str:
              + (f" + {p['gpus_per_trial']:g} GPU" if p["gpus_per_trial"] else ""),
              f"  encoders (ICVF): {p['encoders']['needed']} needed, {p['encoders']['cached']} cached",
              f"  reward settings: {p['rewards']['needed']} needed (dataset x seed x setting), "
-             f"{p['rewards']['cached']} cached"]
+             f"{p['rewards']['cached']} cached" + (f"; {p['rewards']['settled']} more not needed: every trial on them "
+                                                   "is complete" if p["rewards"].get("settled") else "")]
     if p["missing_datasets"]:
         lines.append(f"  datasets not made yet: {', '.join(p['missing_datasets'])} (their encoders and rewards "
                      "cannot be cached yet)")

@@ -218,10 +218,13 @@ def print_error(line: str) -> None:
 
 
 def resume_command(args) -> str:
+    """The command that resumes this run: the same part of the grid (--seeds, ...) on the same storage and Ray."""
     parts = ["python", "tune/sweep.py", "--config", args.config]
-    for flag, value in (("--storage", args.storage), ("--address", args.address)):
+    for flag, value in (("--storage", args.storage), ("--address", args.address), ("--num-cpus", args.num_cpus),
+                        ("--datasets", args.datasets), ("--seeds", args.seeds), ("--labellers", args.labellers),
+                        ("--learners", args.learners)):
         if value is not None:
-            parts += [flag, value]
+            parts += [flag, str(value)]
     return " ".join(shlex.quote(p) for p in [*parts, "--resume"])
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_hdf5
 
 from ailot.data.loading import check_compatible, load_d4rl_hdf5, load_dataset, load_minari
-from ailot.errors import AilotInputError
+from ailot.errors import AilotInputError, DatasetMissing
 
 
 def raw_episodes(dataset_id: str) -> list[dict]:
@@ -164,8 +164,17 @@ def test_d4rl_bad_files(tmp_path):
     text.write_text("not hdf5")
     with pytest.raises(AilotInputError, match="text.hdf5.*not a readable HDF5"):
         load_dataset(text)
-    with pytest.raises(AilotInputError, match="nope.hdf5.*does not exist"):
+    with pytest.raises(DatasetMissing, match="nope.hdf5.*does not exist.*check the path"):
         load_dataset(tmp_path / "nope.hdf5")
+    # one of D4RL's own gym-mujoco files: the fix is its download command
+    with pytest.raises(DatasetMissing, match=r"does not exist.*curl -fL -o .*hopper_medium_replay-v2\.hdf5 "
+                                             r"http://rail\.eecs\.berkeley\.edu/datasets/offline_rl/gym_mujoco_v2/"
+                                             r"hopper_medium_replay-v2\.hdf5"):
+        load_dataset(tmp_path / "hopper_medium_replay-v2.hdf5")
+    (tmp_path / "folder.hdf5").mkdir()
+    with pytest.raises(AilotInputError, match="folder.hdf5.*is a folder") as raised:
+        load_dataset(tmp_path / "folder.hdf5")
+    assert not isinstance(raised.value, DatasetMissing)  # there but unusable: a dry run must not list it as to-make
     nan_obs = tmp_path / "nan.hdf5"
     obs = np.ones((N, 3), np.float32)
     obs[5, 2] = np.nan

@@ -3,6 +3,9 @@ the whole-algorithm baselines receive the expert arrays, and every row says whet
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,11 +109,21 @@ def test_sweep_runs_expert_reading_methods_and_flags_their_rows(pointmaze_umaze,
     assert "5 trials (0 already complete" in capsys.readouterr().out
     with local_ray("rayx"):
         sweep.run_sweep(cfg, progress=False, plots=False)
-    # the dry run counts as the sweep ran: every trial complete now, every reward setting cached; still no Ray
+    # the dry run counts as the sweep ran: every trial complete now, so no reward setting is needed; still no Ray
     assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0 and not ray.is_initialized()
     out = capsys.readouterr().out
-    assert "5 trials (5 already complete" in out and "reward settings: 3 needed (dataset x seed x setting), 3 cached" \
-        in out
+    assert "5 trials (5 already complete" in out and "reward settings: 0 needed (dataset x seed x setting), 0 " \
+        "cached; 3 more not needed: every trial on them is complete" in out, out
+    # on a machine without the reward cache (a fresh clone of the results), a rerun relabels nothing and trains
+    # nothing: every trial is complete
+    rewards_dir = Path(str(pipeline.rewards_cache(cfg).root))
+    assert len(list(rewards_dir.iterdir())) >= 3
+    shutil.rmtree(rewards_dir)
+    before = results.load(cfg.parquet_path)
+    with local_ray("rayy"):
+        sweep.run_sweep(cfg, progress=False, plots=False)
+    assert not rewards_dir.exists() or not any(rewards_dir.iterdir())
+    pd.testing.assert_frame_equal(results.load(cfg.parquet_path), before)
     df = results.load(cfg.parquet_path)
     assert df["trial_id"].nunique() == 5 and df["normalized_score"].notna().all()
     flags = df.groupby(["labeller", "learner"])["expert_actions"].first()

@@ -157,3 +157,22 @@ def test_the_two_diffusion_ql_hopper_sweeps_share_their_budget():
     for cfg in (dql, dql_iql):
         cfg.pop("name"), cfg.pop("learners")
     assert dql == dql_iql
+
+
+def test_the_d4rl_twin_is_sized_before_its_files_are_downloaded(tmp_path, capsys, monkeypatch):
+    """`--dry-run` on d4rl-locomotion.yaml here, where D4RL's files cannot be downloaded: every trial is counted as
+    the run would make it, and each missing file is listed with its download command."""
+    from ailot.sweep_cli import main as sweep_main
+
+    monkeypatch.chdir(tmp_path)  # the config's data/d4rl/ is relative: files a developer downloaded are not read
+
+    config = str(CONFIGS / "d4rl-locomotion.yaml")
+    assert sweep_main(["--config", config, "--storage", str(tmp_path / "results"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "162 trials (0 already complete" in out and "27 needed, 0 cached" in out, out
+    for env in ENVS:
+        for kind in KINDS:
+            name = f"{env}_{kind.replace('-', '_')}-v2.hdf5"
+            assert (f"{env}-{kind}: D4RL file 'data/d4rl/{name}' is not here; download it on a machine with network "
+                    f"access: mkdir -p data/d4rl && curl -fL -o data/d4rl/{name} "
+                    f"http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{name}") in out, out

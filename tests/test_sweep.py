@@ -223,6 +223,19 @@ def test_a_part_of_the_grid_leaves_the_configs_geometry_check_alone(pointmaze_um
     assert psi == pytest.approx(seed0, rel=0.05)
 
 
+def test_the_resume_hint_resumes_the_same_part_of_the_grid():
+    """An interrupted `--seeds 0,1,2` run was told to resume with the whole grid: every seed would have run."""
+    from ailot.sweep_cli import parse_args, resume_command
+
+    args = parse_args(["--config", "tune/configs/benchmark-pointmaze-medium.yaml", "--storage", "results",
+                       "--num-cpus", "1", "--seeds", "0,1,2", "--labellers", "otr,sqil", "--learners", "iql"])
+    assert resume_command(args) == ("python tune/sweep.py --config tune/configs/benchmark-pointmaze-medium.yaml "
+                                    "--storage results --num-cpus 1 --seeds 0,1,2 --labellers otr,sqil --learners "
+                                    "iql --resume")
+    whole = parse_args(["--config", "my sweep.yaml"])
+    assert resume_command(whole) == "python tune/sweep.py --config 'my sweep.yaml' --resume"
+
+
 def test_an_error_line_is_one_write_so_rays_log_thread_cannot_split_it(monkeypatch):
     """Ray prints workers' lines to the driver's stderr from another thread; print's separate newline write let one
     land between a resume hint and its newline (a CI failure of test_faults' interrupt test)."""

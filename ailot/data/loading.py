@@ -146,6 +146,20 @@ def load_minari(
     )
 
 
+# D4RL's gym-mujoco v2 files by name, and where they download from (d4rl/locomotion/__init__.py's dataset URLs)
+D4RL_MUJOCO_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{name}"
+_D4RL_MUJOCO_FILE = re.compile(r"(halfcheetah|hopper|walker2d|ant)_(random|medium|medium_replay|medium_expert|expert|"
+                               r"full_replay)-v2\.hdf5")
+
+
+def d4rl_download_hint(path: Path) -> str:
+    """How to get a missing D4RL file: the download command for D4RL's gym-mujoco v2 names, else check the path."""
+    if _D4RL_MUJOCO_FILE.fullmatch(path.name):
+        url = D4RL_MUJOCO_URL.format(name=path.name)
+        return f"download it on a machine with network access: mkdir -p {path.parent} && curl -fL -o {path} {url}"
+    return "check the path, or give a Minari dataset id instead"
+
+
 def load_d4rl_hdf5(path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None) -> Episodes:
     """Load a D4RL-format HDF5 file (flat `observations`, `actions`, `rewards`, `terminals`, optional
     `timeouts` and `next_observations`).
@@ -162,8 +176,10 @@ def load_d4rl_hdf5(path: str | os.PathLike, dataset_id: str | None = None, env_i
     path = Path(path)
     dataset_id = dataset_id or path.stem
     what = f"D4RL file {str(path)!r}"
+    if path.is_dir():
+        raise AilotInputError(what, "is a folder", "give the .hdf5 file's path, or a Minari dataset id instead")
     if not path.is_file():
-        raise AilotInputError(what, "does not exist", "check the path, or give a Minari dataset id instead")
+        raise DatasetMissing(what, "does not exist", d4rl_download_hint(path))
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in D4RL_REQUIRED_KEYS if k not in f]
