@@ -676,7 +676,8 @@ def _stats(episodes: list[dict], refs: tuple[float, float]) -> dict:
 
 def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike | None = None,
             root: str | os.PathLike | None = None, *, overwrite: bool = False, progress: bool = True,
-            stop_after: int | None = None, train_only: bool = False, log: Callable[[str], None] = print) -> dict:
+            stop_after: int | None = None, train_only: bool = False, recipe: str | os.PathLike | None = None,
+            save_recipe: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> dict:
     """Run every stage not yet done; returns {'ids': {kind: id}, 'refs': (min, max), 'own_refs': (min, max),
     'selection': [...], 'medium': ..., 'expert': ..., 'stats': {kind: ...}, 'state': ...}.
 
@@ -685,6 +686,9 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
     `Stop`) at the first checkpoint at or after that many env steps; a rerun resumes there. Existing datasets
     with other settings need `overwrite`, which replaces them, and the run in `work_dir` too when its training
     settings differ (a change of the pick or the sizes alone keeps training and the selection).
+    `recipe`: a folder `save_recipe` wrote (ailot.collect_recipe): the datasets are rebuilt from its actors and
+    records, SAC trained again only up to the medium snapshot (for medium-replay), and checked against its
+    fingerprints. `save_recipe`: write this collection's recipe there once its datasets are written.
     """
     import gymnasium as gym
     import minari
@@ -692,8 +696,13 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
     from minari.storage import get_dataset_path
     from tqdm.auto import tqdm
 
+    from ailot import collect_recipe
+
     s = settings or CollectSettings()
     check_settings(s)
+    if recipe is not None and (train_only or stop_after is not None):
+        raise AilotInputError("--from-recipe", "rebuilds the datasets: there is no training run to stop or keep",
+                              "drop --train-only / --stop-after")
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     work = Path(work_dir or Path.home() / ".cache" / "ailot" / "collect" / f"{env_name(s.env_id)}-seed{s.seed}")
@@ -712,6 +721,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         trained = {**_TRAIN_KEYS_ADDED, **json.loads((work / "state.json").read_text())["settings"]}
         if trained != s.train_dict():  # another training run: start afresh (its selection and references too)
             shutil.rmtree(work)
+    from_recipe = collect_recipe.seed_work_dir(Path(recipe), work, s) if recipe is not None else None
     state = train_sac(s, work, progress, stop_after, log)
     if train_only:
         return {"ids": ids, "snapshots": state["snapshots"], "state": state, "work_dir": str(work)}
@@ -793,13 +803,19 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
         write(kind, parts[kind], f"SAC snapshot at step {x['step']} (mean return {x['return_mean']:.1f} over "
               f"{s.select_episodes} episodes; {why}), actions sampled from the policy.")
     if "medium-replay" in todo:
-        write("medium-replay", split_episodes(load_buffer(work), medium["step"]),
+        # a work dir seeded from a recipe has no buffer: SAC is trained again up to the medium snapshot
+        buffer = load_buffer(work) if "buffer_file" in state else collect_recipe.replay_buffer(s, work, medium,
+                                                                                                progress, log)
+        write("medium-replay", split_episodes(buffer, medium["step"]),
               f"SAC replay buffer up to the medium snapshot (step {medium['step']}), in its episodes.")
     if "medium-expert" in todo:
         write("medium-expert", parts["medium"] + parts["expert"],
               "The medium dataset's episodes followed by the expert dataset's.")
+    same_as_recipe = collect_recipe.check_fingerprints(from_recipe, ids, log) if from_recipe else None
+    if save_recipe is not None:
+        collect_recipe.save_recipe(work, Path(save_recipe), s, medium, expert, ids, log)
     return {"ids": ids, "refs": ref, "own_refs": own_refs, "selection": selection, "snapshots": state["snapshots"],
-            "medium": medium, "expert": expert, "stats": stats, "state": state}
+            "medium": medium, "expert": expert, "stats": stats, "state": state, "same_as_recipe": same_as_recipe}
 
 
 def _episodes_of(dataset_id_: str) -> list[dict]:
@@ -837,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="replace datasets made with other settings (and the run in --work-dir if trained otherwise)")
     p.add_argument("--stop-after", type=int, default=None, help="stop training at the first checkpoint after N steps")
     p.add_argument("--train-only", action="store_true", help="train (and snapshot) only; write no datasets")
+    p.add_argument("--save-recipe", default=None, metavar="DIR",
+                   help="after the datasets, save what rebuilds them (actors, records, fingerprints) to DIR")
+    p.add_argument("--from-recipe", default=None, metavar="DIR",
+                   help="rebuild the datasets from a saved recipe: SAC trained only up to the medium snapshot")
     p.add_argument("--quick", action="store_true", help="smoke size: 5000 steps, 1000-step datasets, [64, 64]")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -848,7 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = CollectSettings(env_id=args.env, **{**base_settings, **overrides}, sac=sac)
         out = collect(settings, args.work_dir, args.root, overwrite=args.overwrite, progress=not args.no_progress,
-                      stop_after=args.stop_after, train_only=args.train_only)
+                      stop_after=args.stop_after, train_only=args.train_only, recipe=args.from_recipe,
+                      save_recipe=args.save_recipe)
     except AilotInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

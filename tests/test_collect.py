@@ -417,3 +417,40 @@ def test_collect_report_tables_what_was_made(runs, tmp_path, monkeypatch, capsys
     capsys.readouterr()
     assert ailot_main(["collect-report", str(tmp_path)]) == 2
     assert "no state.json" in capsys.readouterr().err
+
+
+def test_a_recipe_rebuilds_the_five_datasets_bit_for_bit_training_sac_only_up_to_medium(runs, tmp_path, monkeypatch):
+    """`--save-recipe` after a collection, `--from-recipe` elsewhere (a new Minari root, an empty work dir): the
+    same five datasets, byte for byte, with SAC trained again only up to the medium snapshot."""
+    from ailot.collect_report import read_run
+
+    run = runs("Hopper-v5")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(run["root"]))  # restored after the test (collect sets it)
+    s, medium = run["settings"], run["out"]["medium"]
+    recipe = tmp_path / "recipe"
+    collect(s, run["work"], run["root"], progress=False, save_recipe=recipe)
+    made = sorted(str(p.relative_to(recipe)) for p in recipe.rglob("*") if p.is_file())
+    actors = sorted({run["out"]["medium"]["file"], run["out"]["expert"]["file"]})
+    assert made == sorted(["recipe.json", "references.json", "selection.json", "state.json", *actors])
+    original = {kind: load_dataset(dataset_id(s.env_id, kind)).fingerprint() for kind in KINDS}
+
+    work = tmp_path / "work"
+    rebuilt = collect(s, work, tmp_path / "minari", progress=False, recipe=recipe)
+    assert rebuilt["same_as_recipe"] == dict.fromkeys(KINDS, True)
+    assert {kind: load_dataset(dataset_id(s.env_id, kind)).fingerprint() for kind in KINDS} == original
+    replay = json.loads((work / "replay" / "state.json").read_text())
+    assert medium["step"] <= replay["step"] < s.train_steps  # not the whole run: up to the medium snapshot
+    assert (rebuilt["medium"]["step"], rebuilt["expert"]["step"]) == (medium["step"], run["out"]["expert"]["step"])
+    # collect-report reads a recipe as it reads the work dir it came from
+    ours, theirs = read_run(recipe), read_run(run["work"])
+    for key in ("env_id", "snapshots", "selection", "references", "timed"):
+        assert ours[key] == theirs[key], key
+
+    with pytest.raises(AilotInputError, match=r"recipe .*was trained with other settings: .*'seed': 0.*Fix:"):
+        collect(dataclasses.replace(s, seed=1), tmp_path / "work1", tmp_path / "minari1", progress=False,
+                recipe=recipe)
+    with pytest.raises(AilotInputError, match="made dataset 'medium' with other settings"):
+        collect(dataclasses.replace(s, medium_transitions=99), tmp_path / "work2", tmp_path / "minari2",
+                progress=False, recipe=recipe)
+    with pytest.raises(AilotInputError, match="has no recipe.json"):
+        collect(s, tmp_path / "work3", tmp_path / "minari3", progress=False, recipe=tmp_path)
