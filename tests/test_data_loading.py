@@ -207,3 +207,19 @@ def test_check_compatible_across_sources(tmp_path, pointmaze_umaze):
     maze2d_like = tmp_path / "maze2d.hdf5"  # array observations of the same dimension pair with dict ones
     write_d4rl(maze2d_like, observations=np.zeros((N, 4), np.float32), next_observations=np.zeros((N, 4), np.float32))
     check_compatible(load_dataset(maze2d_like), load_dataset(pointmaze_umaze[1]))
+
+
+def test_a_missing_collected_dataset_points_to_the_committed_recipe(tmp_path, monkeypatch):
+    """Where results/collection/recipes/<env>-s0 holds a recipe, the fix is the rebuild from it, not hours of SAC."""
+    import ailot.data.loading as loading
+    from ailot.errors import DatasetMissing
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setattr(loading, "RECIPES", tmp_path / "recipes")
+    (tmp_path / "recipes" / "walker2d-v5-s0").mkdir(parents=True)
+    with pytest.raises(DatasetMissing, match=r"ailot collect --env Walker2d-v5 --seed 0`"):
+        load_dataset("ailot/walker2d/medium-v0")  # a folder without recipe.json is no recipe
+    (tmp_path / "recipes" / "walker2d-v5-s0" / "recipe.json").write_text("{}")
+    with pytest.raises(DatasetMissing, match=r"rebuild it with `ailot collect --env Walker2d-v5 --seed 0 "
+                                             r"--from-recipe .*recipes/walker2d-v5-s0`"):
+        load_dataset("ailot/walker2d/medium-v0")

@@ -32,11 +32,22 @@ _GENERATE_HINT = (
 _COLLECTED_ENVS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5", "ant": "Ant-v5"}
 
 
+# the recipes committed with the results (`ailot collect --save-recipe`), one folder per <env id lowercased>-s<seed>
+RECIPES = Path(__file__).resolve().parents[2] / "results" / "collection" / "recipes"
+
+
 def _missing_hint(dataset_id: str) -> str:
-    """How to make a missing dataset: `ailot collect` for a locomotion id of ours, else the PointMaze suite."""
+    """How to make a missing dataset: `ailot collect` for a locomotion id of ours (from the committed recipe when
+    there is one), else the PointMaze suite."""
     parts = dataset_id.split("/")
     if len(parts) == 3 and parts[0] == "ailot" and parts[1] in _COLLECTED_ENVS:
         env = _COLLECTED_ENVS[parts[1]]
+        recipe = RECIPES / f"{env.lower()}-s0"
+        if (recipe / "recipe.json").is_file():
+            shown = os.path.relpath(recipe) if recipe.is_relative_to(Path.cwd()) else str(recipe)
+            return (f"rebuild it with `ailot collect --env {env} --seed 0 --from-recipe {shown}` (the committed "
+                    "recipe: rollouts of its actors and SAC only up to the medium snapshot, checked byte for byte), "
+                    "or set MINARI_DATASETS_PATH to the folder that holds it")
         return (f"make it with `ailot collect --env {env} --seed 0` (SAC, then the datasets ailot/{parts[1]}/"
                 "<kind>-v0; resumable, hours on a CPU: results/README.md), or set MINARI_DATASETS_PATH to the "
                 "folder that holds it")
