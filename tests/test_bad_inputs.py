@@ -197,7 +197,7 @@ case(
 case(
     "dataset-missing-collected-id",
     r"dataset 'ailot/halfcheetah/medium-v0': not found under MINARI_DATASETS_PATH.*"
-    r"Fix: make it with `ailot collect --env HalfCheetah-v5 --seed 0`",
+    r"Fix: (make|rebuild) it with `ailot collect --env HalfCheetah-v5 --seed 0",  # rebuild: a recipe is committed
 )(lambda c: load_dataset("ailot/halfcheetah/medium-v0"))
 
 

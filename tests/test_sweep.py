@@ -256,13 +256,16 @@ def test_an_error_line_is_one_write_so_rays_log_thread_cannot_split_it(monkeypat
     assert writes == ["error: sweep 'x' interrupted. Fix: resume with python tune/sweep.py --resume\n"]
 
 
-def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaze, tmp_path, capsys):
+def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaze, tmp_path, capsys, monkeypatch):
     """A locomotion sweep sized before its data exists: the dry run counts its trials and says to run
     `ailot collect`; the run itself refuses the missing dataset before Ray (tests/test_bad_inputs.py)."""
     import yaml
 
+    import ailot.data.loading
     from ailot.sweep_cli import main as sweep_main
 
+    # where no recipe is committed (tests/test_data_loading.py: where one is, the fix is its rebuild)
+    monkeypatch.setattr(ailot.data.loading, "RECIPES", tmp_path / "no-recipes")
     raw = {"name": "sized", "storage": str(tmp_path / "results"),
            "datasets": [{"name": "umaze", "agent": pointmaze_umaze[0], "expert": pointmaze_umaze[1],
                          "task_family": "maze2d"},
