@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -454,3 +455,19 @@ def test_a_recipe_rebuilds_the_five_datasets_bit_for_bit_training_sac_only_up_to
                 progress=False, recipe=recipe)
     with pytest.raises(AilotInputError, match="has no recipe.json"):
         collect(s, tmp_path / "work3", tmp_path / "minari3", progress=False, recipe=tmp_path)
+
+
+COMMITTED_RECIPES = sorted((Path(__file__).resolve().parents[1] / "results" / "collection" / "recipes").glob("*/"))
+
+
+@pytest.mark.parametrize("recipe", COMMITTED_RECIPES, ids=lambda p: p.name)
+def test_a_committed_recipe_is_whole_and_made_with_the_default_settings(recipe):
+    """`ailot collect --env <env> --seed 0 --from-recipe <it>` (the command the missing-dataset error gives) must
+    accept it: the default settings, both actors, and a fingerprint for each of the five datasets."""
+    from ailot.collect_recipe import read_recipe
+
+    env_id = json.loads((recipe / "recipe.json").read_text())["env_id"]
+    assert recipe.name == f"{env_id.lower()}-s0"
+    made = read_recipe(recipe, CollectSettings(env_id=env_id, seed=0))
+    assert sorted(made["fingerprints"]) == sorted(KINDS) and all(len(f) == 64 for f in made["fingerprints"].values())
+    assert made["medium"]["step"] < made["expert"]["step"]
