@@ -70,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ailot import collect_recipe
 from ailot.data.generate import existing_settings
 from ailot.errors import AilotInputError
 from ailot.files import write_atomic
@@ -557,6 +558,27 @@ def train_sac(s: CollectSettings, work_dir: Path, progress: bool = True, stop_af
     return state
 
 
+def recipe_replay_buffer(settings: CollectSettings, work: Path, medium: dict, progress: bool,
+                         log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+    """The replay buffer up to the medium snapshot for a work dir seeded from a recipe: SAC trained again, in
+    work/replay (resumable), up to the first checkpoint at or after the medium step; its snapshot at that step
+    must be the recipe's, or the buffer is not the one the recipe's medium-replay came from."""
+    sub = work / "replay"
+    log(f"ailot.collect: training SAC again up to the medium snapshot (step {medium['step']}) for medium-replay, "
+        f"in {sub}")
+    try:
+        train_sac(settings, sub, progress, stop_after=medium["step"], log=log)
+    except Stop:
+        pass
+    again, recorded = (sub / medium["file"]).read_bytes(), (work / medium["file"]).read_bytes()
+    if again != recorded:
+        raise AilotInputError(f"the SAC retrained in {str(sub)!r}", f"differs from the recipe's at step "
+                              f"{medium['step']}: this machine's MuJoCo or XLA numerics are not the recipe's",
+                              "run the full collection here (without --from-recipe); its medium-replay will differ")
+    log(f"ailot.collect: the retrained actor at step {medium['step']} is the recipe's, byte for byte")
+    return load_buffer(sub)
+
+
 # -------------------------------------------------------------------------------------------------- select
 
 
@@ -696,8 +718,6 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
     from minari.storage import get_dataset_path
     from tqdm.auto import tqdm
 
-    from ailot import collect_recipe
-
     s = settings or CollectSettings()
     check_settings(s)
     if recipe is not None and (train_only or stop_after is not None):
@@ -804,8 +824,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
               f"{s.select_episodes} episodes; {why}), actions sampled from the policy.")
     if "medium-replay" in todo:
         # a work dir seeded from a recipe has no buffer: SAC is trained again up to the medium snapshot
-        buffer = load_buffer(work) if "buffer_file" in state else collect_recipe.replay_buffer(s, work, medium,
-                                                                                                progress, log)
+        buffer = load_buffer(work) if "buffer_file" in state else recipe_replay_buffer(s, work, medium, progress, log)
         write("medium-replay", split_episodes(buffer, medium["step"]),
               f"SAC replay buffer up to the medium snapshot (step {medium['step']}), in its episodes.")
     if "medium-expert" in todo:

@@ -20,7 +20,6 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ailot.errors import AilotInputError
 
@@ -103,29 +102,6 @@ def seed_work_dir(recipe_dir: Path, work: Path, settings) -> dict:
     state["recipe"] = str(recipe_dir)
     (work / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))  # last: the commit point
     return recipe
-
-
-def replay_buffer(settings, work: Path, medium: dict, progress: bool,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The replay buffer up to the medium snapshot for a work dir seeded from a recipe: SAC trained again, in
-    work/replay (resumable), up to the first checkpoint at or after the medium step; its snapshot at that step
-    must be the recipe's, or the buffer is not the one the recipe's medium-replay came from."""
-    from ailot.collect import Stop, load_buffer, train_sac
-
-    sub = work / "replay"
-    log(f"ailot.collect: training SAC again up to the medium snapshot (step {medium['step']}) for medium-replay, "
-        f"in {sub}")
-    try:
-        train_sac(settings, sub, progress, stop_after=medium["step"], log=log)
-    except Stop:
-        pass
-    again, recorded = (sub / medium["file"]).read_bytes(), (work / medium["file"]).read_bytes()
-    if again != recorded:
-        raise AilotInputError(f"the SAC retrained in {str(sub)!r}", f"differs from the recipe's at step "
-                              f"{medium['step']}: this machine's MuJoCo or XLA numerics are not the recipe's",
-                              "run the full collection here (without --from-recipe); its medium-replay will differ")
-    log(f"ailot.collect: the retrained actor at step {medium['step']} is the recipe's, byte for byte")
-    return load_buffer(sub)
 
 
 def check_fingerprints(recipe: dict, ids: dict[str, str], log: Callable[[str], None] = print) -> dict[str, bool]:
