@@ -411,6 +411,8 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     import ray
     from ray import tune
 
+    from ailot.sweep_rows import RowsOnTrialEnd
+
     run_dir = storage.absolute(cfg.run_dir)
     cache = pipeline.rewards_cache(cfg)
     storage.makedirs(run_dir)
@@ -507,9 +509,13 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
         {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial},
     )
     outcome = _Outcome({pipeline.trial_id(p["trial"]) for p in todo})
+    rows_writer = RowsOnTrialEnd(str(cfg.parquet_path), checkpoint_rows)
     if resume and tune.Tuner.can_restore(experiment):
         log.info("  resuming the trials in %s", experiment)
-        _fit(tune.Tuner.restore(experiment, trainable=fn, resume_errored=True), outcome, cfg.train.steps)
+        restored = tune.Tuner.restore(experiment, trainable=fn, resume_errored=True)
+        # the run config comes back from the experiment's pickle: its callbacks are this run's, not that run's
+        restored._local_tuner.get_run_config().callbacks = [rows_writer]
+        _fit(restored, outcome, cfg.train.steps)
         # trials this config gained after that experiment started are not in it: they run next
         todo = [p for p in todo if pipeline.trial_id(p["trial"]) not in outcome.seen]
     if todo and not outcome.stopped:
@@ -522,6 +528,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
                 name="trials", storage_path=tune_path, verbose=1 if progress else 0,
                 failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[rows_writer],
             ),
         )
         _fit(tuner, outcome, cfg.train.steps)
@@ -563,16 +570,21 @@ class _Outcome:
         return sorted(self.expected - self.finished - set(self.failed))
 
 
+def checkpoint_rows(checkpoint) -> list[dict]:
+    """The rows a trial checkpoint holds, one per evaluation so far ([] for no checkpoint)."""
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as d:
+        return json.loads((Path(d) / ROWS_FILE).read_text())
+
+
 def _fit(tuner, outcome: _Outcome, steps: int) -> None:
     for result in tuner.fit():  # Tune returns here on SIGINT too, with the trials it had not finished
         trial = ((result.config or {}).get("t") or {}).get("trial")
         tid = pipeline.trial_id(trial) if trial else "?"
         outcome.seen.add(tid)
         outcome.expected.add(tid)
-        rows = []
-        if result.checkpoint is not None:
-            with result.checkpoint.as_directory() as d:
-                rows = json.loads((Path(d) / ROWS_FILE).read_text())
+        rows = checkpoint_rows(result.checkpoint)
         if rows:
             outcome.frames.append(pd.DataFrame(rows))
         if result.error is not None:

@@ -393,6 +393,8 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
         return  # the resume after an interrupt is the same whichever signal it was
     rc, out = _run_until_exit(cmd + ["--resume"], env, 400, ray_tmp)
     assert rc == 0, out[-3000:]
+    # the restored Tune experiment writes each trial's rows as it ends, as a new one does
+    assert len(re.findall(r"trial \w+ ended: its 3 rows are in ", out)) == 2, out[-3000:]
     assert_one_row_per_eval(results.load(cfg.parquet_path), cfg)
     chains = assert_updates_once(read_audit(cfg.run_dir / "updates.jsonl"), cfg)
     segs = chains[fault.fired["trial_id"]]
@@ -400,6 +402,58 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
     print(f"\nSIGINT to the driver after trial {fault.fired['trial_id']}'s step-{fault.fired['step']} checkpoint "
           f"(exit {interrupted['rc']}, {interrupted['rows']} rows written); --resume: chunks "
           f"{ {t[:6]: [(a, b) for a, b, _ in s] for t, s in chains.items()} }, 0 rows lost, no update repeated")
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_keeps_the_rows_of_trials_that_ended(pointmaze_umaze, tmp_path, tmp_path_factory):
+    """A driver SIGKILLed (no chance to write anything) while its second trial trains: the first trial's rows are
+    already in the results file, written when it ended; --resume completes the sweep without training it again."""
+    storage = tmp_path / "results"
+    raw = sweep_dict(storage, *pointmaze_umaze, "sigkill", resources={"max_concurrent_trials": 1})
+    (tmp_path / "sigkill.yaml").write_text(yaml.safe_dump(raw))
+    cfg = sweep_config_from_dict(raw)
+    ray_tmp = tmp_path_factory.mktemp("rk")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = _sweep_cmd(tmp_path / "sigkill.yaml", storage, ray_tmp)
+    ids = {pipeline.trial_id(t) for t in cfg.trials()}
+    faults, ended = [], {}
+
+    def kill_during_the_second_trial(proc):
+        def watch():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                done = {a["trial_id"] for a in read_audit(cfg.run_dir / "updates.jsonl") if a["to"] >= cfg.train.steps}
+                if done:
+                    ended["id"] = done.pop()
+                    fault = FaultAfterCheckpoint(cfg.run_dir, cfg.train.steps, lambda pid: proc.kill(),
+                                                 victim=(ids - {ended["id"]}).pop())
+                    fault.start()
+                    faults.append(fault)
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    rc, out = _run_until_exit(cmd, env, 400, ray_tmp, on_start=kill_during_the_second_trial)
+    assert faults, f"no trial ended before the driver exited (rc {rc})\n{out[-3000:]}"
+    fault = faults[0]
+    fault.join(timeout=60)
+    assert fault.fired, f"{fault.error}\n{out[-3000:]}"
+    assert rc == -signal.SIGKILL, out[-3000:]
+    assert cfg.parquet_path.exists(), "the driver was killed and the ended trial's rows were never written"
+    kept = results.load(cfg.parquet_path)
+    steps = sorted(pipeline.eval_steps(cfg.train))
+    assert sorted(kept.loc[kept["trial_id"] == ended["id"], "step"].astype(int)) == steps, kept[["trial_id", "step"]]
+    assert set(kept["trial_id"]) == {ended["id"]}  # the killed trial had not ended: none of its rows yet
+    chain = [a for a in read_audit(cfg.run_dir / "updates.jsonl") if a["trial_id"] == ended["id"]]
+
+    rc, out = _run_until_exit(cmd + ["--resume"], env, 400, ray_tmp)
+    assert rc == 0, out[-3000:]
+    assert_one_row_per_eval(results.load(cfg.parquet_path), cfg)
+    after = [a for a in read_audit(cfg.run_dir / "updates.jsonl") if a["trial_id"] == ended["id"]]
+    assert after == chain, "the trial that had ended was trained again on --resume"
+    print(f"\nSIGKILL to the driver during trial {fault.fired['trial_id']} (step {fault.fired['step']}): trial "
+          f"{ended['id']}'s {len(steps)} rows were already in the file; --resume finished, that trial untouched")
 
 
 # ----------------------------------------------------------------------------------- concurrent result writers
