@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ailot import collect_recipe
+from ailot import collect_recipe, cores
 from ailot.data.generate import existing_settings
 from ailot.errors import AilotInputError
 from ailot.files import write_atomic
@@ -573,7 +573,9 @@ def recipe_replay_buffer(settings: CollectSettings, work: Path, medium: dict, pr
     again, recorded = (sub / medium["file"]).read_bytes(), (work / medium["file"]).read_bytes()
     if again != recorded:
         raise AilotInputError(f"the SAC retrained in {str(sub)!r}", f"differs from the recipe's at step "
-                              f"{medium['step']}: this machine's MuJoCo or XLA numerics are not the recipe's",
+                              f"{medium['step']}: this machine's MuJoCo or XLA numerics are not the recipe's (XLA's "
+                                                   f"differ with its CPU thread count, here "
+                                                   f"{len(os.sched_getaffinity(0))}, and the CPU's instruction set)",
                               "run the full collection here (without --from-recipe); its medium-replay will differ")
     log(f"ailot.collect: the retrained actor at step {medium['step']} is the recipe's, byte for byte")
     return load_buffer(sub)
@@ -696,6 +698,27 @@ def _stats(episodes: list[dict], refs: tuple[float, float]) -> dict:
             "normalized_score_mean": float(normalized_score(returns, *refs).mean())}
 
 
+# XLA's CPU numerics depend on its thread count, which it takes from the process's cores when it starts: one SAC
+# update of the default networks already differs between one core and two. The committed recipes were made on two
+# (results/README.md), so a collection runs on two cores on any machine and the same data comes out.
+XLA_CORES = 2
+
+
+def hold_xla_cores(log: Callable[[str], None] = print) -> int:
+    """Pin this process to XLA_CORES cores before JAX starts; says so where the numerics cannot be the recipes'."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        log(f"ailot.collect: warning: JAX started before the collection, on the cores it had then; the datasets "
+            f"match recipes made on {XLA_CORES} cores only if that was {XLA_CORES}")
+        return len(os.sched_getaffinity(0))
+    n = cores.hold_exactly(XLA_CORES)
+    if n != XLA_CORES:
+        log(f"ailot.collect: warning: {n} core(s) here, the recipes were made on {XLA_CORES}: XLA's numerics differ "
+            f"with its thread count, so the SAC run and its datasets will not be the recipes' bit for bit")
+    return n
+
+
 def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike | None = None,
             root: str | os.PathLike | None = None, *, overwrite: bool = False, progress: bool = True,
             stop_after: int | None = None, train_only: bool = False, recipe: str | os.PathLike | None = None,
@@ -723,6 +746,7 @@ def collect(settings: CollectSettings | None = None, work_dir: str | os.PathLike
     if recipe is not None and (train_only or stop_after is not None):
         raise AilotInputError("--from-recipe", "rebuilds the datasets: there is no training run to stop or keep",
                               "drop --train-only / --stop-after")
+    hold_xla_cores(log)
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     work = Path(work_dir or Path.home() / ".cache" / "ailot" / "collect" / f"{env_name(s.env_id)}-seed{s.seed}")

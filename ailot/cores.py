@@ -99,6 +99,20 @@ def claim(n: int) -> list[int]:
     return held()
 
 
+def hold_exactly(n: int) -> int:
+    """Run this process on exactly `n` cores where it may use more (claimed ones when `n` are free, else the first
+    `n` it may use), so that XLA, which sizes its CPU thread pool by them when it starts, uses `n` threads; its
+    numerics depend on that count. Returns the number of cores the process may now use (fewer than `n` on a
+    smaller machine). Too late once JAX has started its CPU client."""
+    if not hasattr(os, "sched_setaffinity"):
+        return os.cpu_count() or 1
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) > n and not claim(n):
+        _set_affinity(set(allowed[:n]))
+        log.info("pinned to cores %s (unclaimed: fewer than %d free in %s)", allowed[:n], n, claims_dir())
+    return len(os.sched_getaffinity(0))
+
+
 def release() -> None:
     """Give the claimed cores back and restore the affinity the process had."""
     global _original

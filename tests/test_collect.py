@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -471,3 +474,40 @@ def test_a_committed_recipe_is_whole_and_made_with_the_default_settings(recipe):
     made = read_recipe(recipe, CollectSettings(env_id=env_id, seed=0))
     assert sorted(made["fingerprints"]) == sorted(KINDS) and all(len(f) == 64 for f in made["fingerprints"].values())
     assert made["medium"]["step"] < made["expert"]["step"]
+
+
+# ------------------------------------------------------------------------------------------- XLA's thread count
+
+_ONE_UPDATE = """
+import hashlib, sys
+import numpy as np, jax.numpy as jnp, flax.serialization
+from ailot import collect
+if sys.argv[1] == "hold":
+    collect.cores.hold_exactly(1)
+rng = np.random.default_rng(0)
+one = {"observations": rng.normal(size=(256, 17)), "actions": rng.uniform(-1, 1, (256, 6)),
+       "rewards": rng.normal(size=256), "next_observations": rng.normal(size=(256, 17)),
+       "terminals": (rng.random(256) < 0.1).astype(float)}
+sac = collect.SAC.create(0, 17, -np.ones(6), np.ones(6), collect.SACConfig())
+sac, _ = collect.update_chunk(sac, {k: jnp.asarray(v, jnp.float32)[None] for k, v in one.items()})
+print(hashlib.sha256(flax.serialization.to_bytes(sac.actor.params)).hexdigest())
+"""
+
+
+def _one_sac_update(how: str, prefix: tuple[str, ...] = ()) -> str:
+    out = subprocess.run([*prefix, sys.executable, "-c", _ONE_UPDATE, how], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()[-1]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"), reason="needs 2 cores, taskset")
+def test_hold_exactly_sets_xla_thread_count_which_changes_sac_numerics():
+    """Why a collection pins itself to XLA_CORES cores: one SAC update of the default networks on one XLA thread is
+    not the same bytes as on two; `cores.hold_exactly(1)` before JAX starts gives exactly the one-core bytes
+    (those of a process started on one core), so the same count gives the same data on any machine."""
+    one_core = _one_sac_update("plain", ("taskset", "-c", "0"))
+    held = _one_sac_update("hold")
+    two_cores = _one_sac_update("plain", ("taskset", "-c", "0,1"))
+    assert held == one_core
+    assert two_cores != one_core
