@@ -574,8 +574,8 @@ def recipe_replay_buffer(settings: CollectSettings, work: Path, medium: dict, pr
     if again != recorded:
         raise AilotInputError(f"the SAC retrained in {str(sub)!r}", f"differs from the recipe's at step "
                               f"{medium['step']}: this machine's MuJoCo or XLA numerics are not the recipe's (XLA's "
-                                                   f"differ with its CPU thread count, here "
-                                                   f"{len(os.sched_getaffinity(0))}, and the CPU's instruction set)",
+                              f"differ with its CPU thread count, here {len(os.sched_getaffinity(0))}, and the CPU's "
+                              "instruction set)",
                               "run the full collection here (without --from-recipe); its medium-replay will differ")
     log(f"ailot.collect: the retrained actor at step {medium['step']} is the recipe's, byte for byte")
     return load_buffer(sub)
