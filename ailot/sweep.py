@@ -411,7 +411,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     import ray
     from ray import tune
 
-    from ailot.sweep_rows import RowsOnTrialEnd
+    from ailot.sweep_rows import RowsOnTrialEnd, quiet_about_unstarted_trials
 
     run_dir = storage.absolute(cfg.run_dir)
     cache = pipeline.rewards_cache(cfg)
@@ -512,10 +512,11 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
     rows_writer = RowsOnTrialEnd(str(cfg.parquet_path), checkpoint_rows)
     if resume and tune.Tuner.can_restore(experiment):
         log.info("  resuming the trials in %s", experiment)
-        restored = tune.Tuner.restore(experiment, trainable=fn, resume_errored=True)
-        # the run config comes back from the experiment's pickle: its callbacks are this run's, not that run's
-        restored._local_tuner.get_run_config().callbacks = [rows_writer]
-        _fit(restored, outcome, cfg.train.steps)
+        with quiet_about_unstarted_trials():
+            restored = tune.Tuner.restore(experiment, trainable=fn, resume_errored=True)
+            # the run config comes back from the experiment's pickle: its callbacks are this run's, not that run's
+            restored._local_tuner.get_run_config().callbacks = [rows_writer]
+            _fit(restored, outcome, cfg.train.steps)
         # trials this config gained after that experiment started are not in it: they run next
         todo = [p for p in todo if pipeline.trial_id(p["trial"]) not in outcome.seen]
     if todo and not outcome.stopped:

@@ -1,8 +1,11 @@
-"""A trial's rows into the results file the moment the trial ends, from the sweep's driver."""
+"""A trial's rows into the results file the moment the trial ends, from the sweep's driver; and a resume's log
+without Tune's false alarm about trials that had not started."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from collections.abc import Callable
 
 from ray import tune
@@ -36,3 +39,30 @@ class RowsOnTrialEnd(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write(trial)
+
+
+class _NotStartedTrials(logging.Filter):
+    """On restore, Tune warns "Failed to fetch metrics for N trial(s)" with a FileNotFoundError for each trial that
+    had not reported yet: on a resume those are just the trials still to run (ailot reads its rows from
+    checkpoints, not from those files). That warning becomes one info line; any other failure is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith("Failed to fetch metrics for"):
+            return True
+        failures = re.findall(r"^- \S+: (\w+)\(", msg, re.M)
+        if not failures or any(f != "FileNotFoundError" for f in failures):
+            return True
+        log.info("  %d trial(s) had not reported before the run stopped: they run now", len(failures))
+        return False
+
+
+@contextlib.contextmanager
+def quiet_about_unstarted_trials():
+    tune_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    note = _NotStartedTrials()
+    tune_log.addFilter(note)
+    try:
+        yield
+    finally:
+        tune_log.removeFilter(note)

@@ -395,6 +395,7 @@ def test_sigint_driver_then_resume_completes_without_repeating_updates(pointmaze
     assert rc == 0, out[-3000:]
     # the restored Tune experiment writes each trial's rows as it ends, as a new one does
     assert len(re.findall(r"trial \w+ ended: its 3 rows are in ", out)) == 2, out[-3000:]
+    assert "Failed to fetch metrics" not in out, out[-3000:]  # Tune's false alarm on a resume: see below
     assert_one_row_per_eval(results.load(cfg.parquet_path), cfg)
     chains = assert_updates_once(read_audit(cfg.run_dir / "updates.jsonl"), cfg)
     segs = chains[fault.fired["trial_id"]]
@@ -552,3 +553,30 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
     assert _complete_step(d) == 200
     (d / LEARNER_FILE).write_bytes(blob[:2000])  # truncated learner
     assert _complete_step(d) is None
+
+
+def test_a_resume_names_unstarted_trials_instead_of_tunes_failed_to_fetch_warning(caplog):
+    """Tune's restore warns "Failed to fetch metrics" (FileNotFoundError) for each trial that had not reported:
+    during a resume that is one info line; a warning with any other error is kept, whole."""
+    import logging
+
+    from ray.tune.analysis import experiment_analysis
+
+    from ailot.sweep_rows import quiet_about_unstarted_trials
+
+    def warn(*errors):
+        experiment_analysis.logger.warning(f"Failed to fetch metrics for {len(errors)} trial(s):\n" + "\n".join(
+            f"- trainable_ab12c_0000{i}: {e}('Could not fetch metrics for trainable_ab12c_0000{i}')"
+            for i, e in enumerate(errors)))
+
+    caplog.set_level(logging.INFO)
+    experiment_analysis.logger.addHandler(caplog.handler)  # Ray's loggers do not propagate to the root
+    with quiet_about_unstarted_trials():
+        warn("FileNotFoundError", "FileNotFoundError", "FileNotFoundError")
+        warn("FileNotFoundError", "PermissionError")
+    warn("FileNotFoundError")  # outside a resume: Tune's own warning
+    experiment_analysis.logger.removeHandler(caplog.handler)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "  3 trial(s) had not reported before the run stopped: they run now" in messages
+    fetch = [m for m in messages if m.startswith("Failed to fetch metrics")]
+    assert len(fetch) == 2 and "PermissionError" in fetch[0] and fetch[1].startswith("Failed to fetch metrics for 1")
