@@ -580,21 +580,25 @@ def checkpoint_rows(checkpoint) -> list[dict]:
 
 
 def _fit(tuner, outcome: _Outcome, steps: int) -> None:
+    never_started = False
     for result in tuner.fit():  # Tune returns here on SIGINT too, with the trials it had not finished
         trial = ((result.config or {}).get("t") or {}).get("trial")
-        tid = pipeline.trial_id(trial) if trial else "?"
+        if not trial:  # Tune keeps a trial's config with its results: this one never reported (it is in todo)
+            never_started = True
+            continue
+        tid = pipeline.trial_id(trial)
         outcome.seen.add(tid)
         outcome.expected.add(tid)
         rows = checkpoint_rows(result.checkpoint)
         if rows:
             outcome.frames.append(pd.DataFrame(rows))
         if result.error is not None:
-            what = f"{trial['labeller']['labeller']} + {trial['learner']}, seed {trial['seed']}" if trial else "?"
+            what = f"{trial['labeller']['labeller']} + {trial['learner']}, seed {trial['seed']}"
             outcome.failed[tid] = f"{tid} ({what}): {_error_line(result.error)}"
             log.warning("trial %s failed for good: %s", tid, _error_line(result.error))
         elif rows and rows[-1]["step"] >= steps:
             outcome.finished.add(tid)
-    outcome.stopped = bool(outcome.seen - outcome.finished - set(outcome.failed))
+    outcome.stopped = never_started or bool(outcome.seen - outcome.finished - set(outcome.failed))
 
 
 def _error_line(error: BaseException) -> str:
