@@ -96,6 +96,13 @@ class ResourcesConfig:
     scale_timeout_s: float = 900.0  # how long to wait for those GPUs before relabelling on what is there
     reuse_actors: bool = True  # a trial process runs the next trial: no new JAX import, compiled updates kept
     pin_cpus: bool = True  # CPU trials, ICVF tasks and relabel actors each pinned to their CPUs' worth of cores
+    # CPUs (cores) of each ICVF pretraining task; 0: cpus_per_trial. XLA's summation order follows its thread
+    # count, so an encoder's bytes follow this setting, not how many encoders were pretrained together
+    cpus_per_encoder: float = 0.0
+
+    @property
+    def encoder_cpus(self) -> float:
+        return self.cpus_per_encoder or self.cpus_per_trial
 
 
 @dataclass(frozen=True)

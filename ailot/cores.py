@@ -5,13 +5,17 @@ XLA's CPU client sizes its thread pool by the process's CPU affinity. Neither Ra
 one-CPU actor, task or trial on a node runs a thread per core of the node, and N of them oversubscribe the
 node N times. Measured on a 2-core machine (benchmarks/README.md): two IQL trainings side by side ran 198
 updates/s each unpinned and 266 each pinned to one core apiece; two Sinkhorn solvers ran 2x slower side by
-side than alone unpinned, and as fast as alone pinned.
+side than alone unpinned, and as fast as alone pinned. The thread count also changes XLA's summation order, so
+a process runs on exactly its count of cores whether or not they are free: its numbers then depend on its
+config, not on what else the machine was doing.
 
 Cores are claimed with exclusive `flock`s on one file per core in a machine-wide directory
 (`$AILOT_CORE_CLAIMS`, default `<tmp>/ailot-core-claims-<uid>`), so the processes of every Ray node and
 every sweep on one machine take disjoint cores; the kernel drops a claim when its holder dies, so a killed
-actor never leaves a core taken. A process that finds too few free cores runs unpinned, as before, and so
-does one in a container limited by a CPU quota rather than a cpuset (other containers' claims are invisible).
+actor never leaves a core taken. A process that finds too few free cores shares cores already claimed (the
+free ones first, then others chosen by its pid, so that such processes spread out). One in a container limited
+by a CPU quota rather than a cpuset runs unpinned (other containers' claims are invisible, so pinning could
+stack them on the same cores).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _held: dict[int, int] = {}  # core -> fd of its claim file, for this process
 _original: set[int] | None = None  # the affinity before the claim
+_shared: list[int] = []  # cores this process runs on without a claim (too few were free)
 
 
 def claims_dir() -> str:
@@ -34,8 +39,13 @@ def claims_dir() -> str:
 
 
 def held() -> list[int]:
-    """The cores this process holds (empty: not pinned)."""
+    """The cores this process holds a claim on (empty: none; it may still share others', `running_on`)."""
     return sorted(_held)
+
+
+def running_on() -> list[int]:
+    """The cores this process is pinned to, claimed or shared (empty: not pinned)."""
+    return sorted(set(_held) | set(_shared))
 
 
 def _set_affinity(cores: set[int]) -> None:
@@ -61,11 +71,13 @@ def cpu_quota() -> float | None:
 
 
 def claim(n: int) -> list[int]:
-    """Claim `n` free cores of this machine and pin the whole process to them; [] (and no pinning) when fewer
-    than `n` are free or the platform cannot pin. Holding cores already, returns them (a reused worker)."""
+    """Run this process on exactly `n` cores of this machine: claim `n` free ones, else share some that others
+    hold (`_shared`); returns the cores it now runs on. [] (no pinning) for n < 1, n at least the cores this
+    process may use, a CPU quota without a cpuset, or a platform that cannot pin. A process that runs on cores
+    already (a reused worker) keeps them."""
     global _original
-    if _held:
-        return held()
+    if _held or _shared:
+        return running_on()
     if n < 1 or not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
         return []
     allowed = sorted(os.sched_getaffinity(0))
@@ -89,27 +101,26 @@ def claim(n: int) -> list[int]:
         _held[core] = fd
         if len(_held) == n:
             break
-    if len(_held) < n:
-        log.info("only %d of the %d cores this process needs are free in %s; running unpinned", len(_held), n,
-                 directory)
-        release()
-        return []
     _original = set(allowed)
-    _set_affinity(set(_held))
-    return held()
+    if len(_held) < n:
+        # the free cores this process claimed, then taken ones from a pid-chosen place
+        taken = [c for c in allowed if c not in _held]
+        start = os.getpid() % len(taken)
+        _shared[:] = (taken[start:] + taken[:start])[:n - len(_held)]
+        log.info("only %d of the %d cores this process needs are free in %s; it shares cores %s", len(_held), n,
+                 directory, sorted(_shared))
+    _set_affinity(set(_held) | set(_shared))
+    return running_on()
 
 
 def hold_exactly(n: int) -> int:
-    """Run this process on exactly `n` cores where it may use more (claimed ones when `n` are free, else the first
-    `n` it may use), so that XLA, which sizes its CPU thread pool by them when it starts, uses `n` threads; its
-    numerics depend on that count. Returns the number of cores the process may now use (fewer than `n` on a
-    smaller machine). Too late once JAX has started its CPU client."""
+    """`claim(n)` for a process that is not a Ray worker (`ailot collect`), so that XLA, which sizes its CPU thread
+    pool by the cores when it starts, uses `n` threads: its numerics depend on that count. Returns the number of
+    cores the process may now use (fewer than `n` on a smaller machine). Too late once JAX has started its CPU
+    client."""
     if not hasattr(os, "sched_setaffinity"):
         return os.cpu_count() or 1
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) > n and not claim(n):
-        _set_affinity(set(allowed[:n]))
-        log.info("pinned to cores %s (unclaimed: fewer than %d free in %s)", allowed[:n], n, claims_dir())
+    claim(n)
     return len(os.sched_getaffinity(0))
 
 
@@ -122,14 +133,15 @@ def release() -> None:
     for fd in _held.values():
         os.close(fd)  # closing the file drops its flock
     _held.clear()
+    _shared.clear()
 
 
 @contextlib.contextmanager
 def pinned(cpus: float, enabled: bool = True):
     """Pin to `cpus` cores (whole ones; a fraction of a core is not pinned) for the duration of the block;
-    yields the cores held. Inside a process that already holds cores, keeps them and leaves them held."""
-    if not enabled or cpus < 1 or _held:
-        yield held()
+    yields the cores it runs on. Inside a process that runs on cores already, keeps them and leaves them."""
+    if not enabled or cpus < 1 or _held or _shared:
+        yield running_on()
         return
     cores = claim(int(cpus))
     try:

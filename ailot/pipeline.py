@@ -118,13 +118,14 @@ def encoder_seconds(agent: Episodes, intents: dict, seed: int, cache_dir: Storag
 
 
 def store_encoder(encoder, agent: Episodes, intents: dict, seed: int, cache_dir: StoragePath,
-                  seconds: float) -> StoragePath:
+                  seconds: float, cpu_cores: int | None = None) -> StoragePath:
     """Publish `encoder` under cache_dir/encoders/<key>, its DONE marker last: a half-written encoder is never
-    picked up."""
+    picked up. The marker says how long it took and, made on a CPU, on how many cores (XLA's thread count)."""
     path = storage.join(cache_dir, "encoders", encoder_key(agent, intents, seed))
+    done = {"seconds": seconds} | ({"cpu_cores": cpu_cores} if cpu_cores else {})
     with tempfile.TemporaryDirectory() as tmp:
         encoder.save(Path(tmp) / "encoder")
-        storage.publish_dir(Path(tmp) / "encoder", path, "DONE", json.dumps({"seconds": seconds}))
+        storage.publish_dir(Path(tmp) / "encoder", path, "DONE", json.dumps(done))
     return path
 
 

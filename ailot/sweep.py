@@ -48,22 +48,13 @@ def _jax_env_for_this_worker() -> bool:
 
 
 def _pretrain_task(agent, intents: dict, seed: int, progress: bool, pin_cores: int = 0):
+    """(encoder, the cores it was trained on: XLA's thread count, which its bytes depend on)."""
     gpu = _jax_env_for_this_worker()
     from ailot.intents import ICVFConfig, pretrain
 
     with cores.pinned(pin_cores, enabled=not gpu):  # the task's CPUs; XLA sizes its thread pool by them
         encoder, _ = pretrain(agent.observations, ICVFConfig.from_dict(intents), seed=seed, progress=progress)
-    return encoder
-
-
-def _cpus_per_task(n_tasks: int) -> int:
-    """The cluster's CPUs shared out among tasks that run together (at least 1, at most one node's), so that a
-    lone pinned task does not leave the other cores idle."""
-    import ray
-
-    total = int(ray.cluster_resources().get("CPU", 1))
-    per_node = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
-    return max(1, min(total // max(1, n_tasks), per_node))
+        return encoder, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _fault_hook(tid: str, spec: str | None):
@@ -150,7 +141,7 @@ def _trial(config: dict, cfg: SweepConfig, agents: dict, experts: dict) -> None:
         rows.append(row)
         # the updates this process did: shows a resume repeats none
         storage.append_line(audit, json.dumps({"trial_id": tid, "from": trained_from["step"], "to": row["step"],
-                                               "pid": os.getpid(), "cores": cores.held()}))
+                                               "pid": os.getpid(), "cores": cores.running_on()}))
         trained_from["step"] = row["step"]
         with tempfile.TemporaryDirectory() as d:
             learners.save(learner, Path(d) / LEARNER_FILE)
@@ -286,15 +277,18 @@ def _amount(resources: dict[str, float]) -> str:
 
 
 def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> bool:
-    """Some node of the cluster can run a trial ({CPU: cpus_per_trial, GPU: gpus_per_trial}) and the one-CPU
-    tasks of stages 2-3; else Tune would wait forever. A fixed-size Ray (`fixed`; None: one this process started)
-    is refused at once; a cluster that may grow is asked for such a node and given resources.scale_timeout_s.
-    True when the autoscaler was asked (and the node came): the caller withdraws the request at the end."""
+    """Some node of the cluster can run a trial ({CPU: cpus_per_trial, GPU: gpus_per_trial}), an ICVF task
+    (cpus_per_encoder) and the one-CPU relabel actors; else Tune would wait forever. A fixed-size Ray (`fixed`;
+    None: one this process started) is refused at once; a cluster that may grow is asked for such a node and given
+    resources.scale_timeout_s. True when the autoscaler was asked (and the node came): the caller withdraws the
+    request at the end."""
     import ray
 
     res = cfg.resources
-    need = {"CPU": max(1.0, res.cpus_per_trial), "GPU": res.gpus_per_trial}
-    key = "resources.gpus_per_trial" if res.gpus_per_trial else "resources.cpus_per_trial"
+    need = {"CPU": max(1.0, res.cpus_per_trial, res.encoder_cpus), "GPU": res.gpus_per_trial}
+    key = ("resources.gpus_per_trial" if res.gpus_per_trial else "resources.cpus_per_encoder"
+           if res.encoder_cpus > res.cpus_per_trial else "resources.cpus_per_trial")
+    who = "an ICVF task" if key.endswith("encoder") else "a trial"
 
     def nodes() -> list[dict[str, float]]:
         return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -308,12 +302,12 @@ def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> bool:
         node = getattr(ray._private.worker, "_global_node", None)  # started by ray.init() here, not connected to
         fixed = bool(getattr(node, "head", False))
     if fixed:
-        raise AilotInputError(f"config key {key!r}", f"a trial needs {_amount(need)}, but this fixed-size local Ray's "
+        raise AilotInputError(f"config key {key!r}", f"{who} needs {_amount(need)}, but this fixed-size local Ray's "
                               f"largest node has {_amount(largest())}, so no trial could ever start",
-                              "lower resources.cpus_per_trial / gpus_per_trial, or give Ray more (--num-cpus, a GPU "
-                              "machine, or --address of a cluster that has them)")
-    log.warning("no node has %s for a trial (largest: %s); asked the autoscaler for one, waiting up to %.0fs "
-                "(resources.scale_timeout_s)", _amount(need), _amount(largest()), res.scale_timeout_s)
+                              "lower resources.cpus_per_trial / cpus_per_encoder / gpus_per_trial, or give Ray more "
+                              "(--num-cpus, a GPU machine, or --address of a cluster that has them)")
+    log.warning("no node has %s for %s (largest: %s); asked the autoscaler for one, waiting up to %.0fs "
+                "(resources.scale_timeout_s)", _amount(need), who, _amount(largest()), res.scale_timeout_s)
     # kept until the sweep ends, so that the node does not go idle before stage 2 or 4 asks for it
     _request_resources([{k: v for k, v in need.items() if v}])
     deadline = time.time() + res.scale_timeout_s
@@ -323,10 +317,10 @@ def check_schedulable(cfg: SweepConfig, fixed: bool | None = None) -> bool:
             log.info("  a node with %s joined", _amount(need))
             return True
     _request_resources([])
-    raise AilotInputError(f"config key {key!r}", f"a trial needs {_amount(need)}, and in {res.scale_timeout_s:.0f}s "
+    raise AilotInputError(f"config key {key!r}", f"{who} needs {_amount(need)}, and in {res.scale_timeout_s:.0f}s "
                           f"no node that large joined the cluster (largest: {_amount(largest())})",
-                          "lower resources.cpus_per_trial / gpus_per_trial, or add a node type that large to the "
-                          "cluster (or raise resources.scale_timeout_s if it is slow to start)")
+                          "lower resources.cpus_per_trial / cpus_per_encoder / gpus_per_trial, or add a node type that "
+                          "large to the cluster (or raise resources.scale_timeout_s if it is slow to start)")
 
 
 LOCK_FILE = "sweep.lock"
@@ -442,9 +436,10 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
                 else:
                     todo.append((label, seed))
         gpu = ray.cluster_resources().get("GPU", 0) > 0
-        cpus = 1 if gpu else _cpus_per_task(len(todo))
+        # a fixed count, however many encoders there are: XLA's numerics follow it (resources.cpus_per_encoder)
+        cpus = 1 if gpu else cfg.resources.encoder_cpus
         if todo:
-            log.info("  pretraining %d encoder(s), %d CPU(s) each%s", len(todo), cpus, " and a GPU" if gpu else "")
+            log.info("  pretraining %d encoder(s), %g CPU(s) each%s", len(todo), cpus, " and a GPU" if gpu else "")
         task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(_pretrain_task)
         pending, agent_refs = {}, {}
         pin = cpus if cfg.resources.pin_cpus else 0
@@ -453,7 +448,9 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
             pending[task.remote(agent_refs[label], cfg.intents, seed, progress, pin)] = (label, seed, time.time())
         for ref, (label, seed, t0) in pending.items():
             agent = pairs[label][0]
-            path = pipeline.store_encoder(ray.get(ref), agent, cfg.intents, seed, cfg.cache_dir, time.time() - t0)
+            encoder, n_cores = ray.get(ref)
+            path = pipeline.store_encoder(encoder, agent, cfg.intents, seed, cfg.cache_dir, time.time() - t0,
+                                          cpu_cores=None if gpu else n_cores)
             encoders[label, seed] = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir)
             log.info("  encoder for %s seed %d saved to %s", label, seed, path)
         _write_geometry(cfg, pairs, encoders, geometry_of)
@@ -716,7 +713,9 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                      keys[t["dataset"], t["seed"], pipeline.setting_id(t["labeller"])]} for t in trials]
     ready = [p for p in param_trials if pairs[p["trial"]["dataset"]][0] is not None and (
         p["rewards_key"] is not None or p["trial"]["labeller"]["labeller"] == "none")]
-    _, reused, borrowed = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent})
+    # quiet: the summary counts them against every trial, not only those whose inputs are known yet
+    _, reused, borrowed = _drop_completed(cfg, ready, {label: agent for label, (agent, _) in pairs.items() if agent},
+                                          quiet=True)
     taken = set(borrowed["trial_id"]) if len(borrowed) else set()
     complete = (set(reused["trial_id"]) if len(reused) else set()) | taken
     by_method: dict[str, list[int]] = {}

@@ -9,6 +9,7 @@ from conftest import local_ray
 
 from ailot import pipeline, results
 from ailot.config import sweep_config_from_dict
+from ailot.errors import AilotInputError
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,9 @@ def test_sweep_on_a_storage_uri_writes_everything_there(ray_local, pointmaze_uma
     assert {p.name for p in (bucket / "figures" / "tiny").glob("*.png")} >= {"learning_curves_umaze.png"}
     (encoder,) = (bucket / "tiny" / "cache" / "encoders").iterdir()
     assert (encoder / "DONE").is_file() and len(list((bucket / "tiny" / "cache" / "rewards").glob("*.npz"))) == 2
+    # a lone encoder trains on cpus_per_encoder (= cpus_per_trial) cores, not on the whole 2-CPU node: XLA's
+    # numerics follow its thread count, so the bytes must not depend on how many encoders were pretrained together
+    assert json.loads((encoder / "DONE").read_text())["cpu_cores"] == 1
     updates = storage.join(cfg.run_dir, "updates.jsonl")
     assert len(storage.read_lines(updates)) == 2 * 2
     # rerun: the finished trials are read back from the URI's results file and not trained again
@@ -137,11 +141,13 @@ def test_sweep_on_a_storage_uri_writes_everything_there(ray_local, pointmaze_uma
     assert len(storage.read_lines(updates)) == 2 * 2
 
 
-def test_encoder_tasks_share_out_the_cpus(ray_local):
-    from ailot.sweep import _cpus_per_task
+def test_an_encoder_larger_than_any_node_is_refused(ray_local, tmp_path):
+    from ailot import sweep
 
-    # 2 CPUs: a lone ICVF task gets both (pinned to one core it would leave the other idle), two get one each
-    assert [_cpus_per_task(n) for n in (1, 2, 3, 0)] == [2, 1, 1, 2]
+    cfg = tiny_config(tmp_path / "results", "a/b-v0", "a/c-v0", resources={"cpus_per_encoder": 64})
+    assert cfg.resources.encoder_cpus == 64 and tiny_config(tmp_path, "a/b-v0", "a/c-v0").resources.encoder_cpus == 1
+    with pytest.raises(AilotInputError, match=r"'resources.cpus_per_encoder'.*an ICVF task needs 64 CPUs"):
+        sweep.check_schedulable(cfg, fixed=True)
 
 
 def test_overestimation_warning_names_the_trial_and_the_bound(caplog):
