@@ -17,6 +17,7 @@ import functools
 import html
 import io
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,19 @@ def seeded(seed: int):
         np.random.set_state(state)
 
 
+@contextlib.contextmanager
+def quiet_rliable():
+    """rliable logs an INFO line through absl for every estimate ("Calculating estimates for ..."): dozens per
+    report in the sweep's output, saying nothing the report does not."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def aggregate_metrics(scores: np.ndarray) -> np.ndarray:
     """IQM, mean and optimality gap (gamma 100) of a [runs x datasets] matrix of normalized scores."""
     _, metrics, _ = _rliable()
@@ -94,7 +108,7 @@ def interval_estimates(matrices: dict[str, np.ndarray], reps: int = 2000, seed: 
     library, _, _ = _rliable()
     points, intervals = {}, {}
     for method, x in matrices.items():
-        with seeded(seed):
+        with seeded(seed), quiet_rliable():
             p, i = library.get_interval_estimates({method: x}, aggregate_metrics, reps=reps)
         points[method], intervals[method] = p[method], i[method]
     return points, intervals
@@ -122,7 +136,7 @@ def improvement_probabilities(pairs: dict[tuple[str, str], tuple[np.ndarray, np.
     library, _, _ = _rliable()
     points, intervals = {}, {}
     for pair, (x, y) in pairs.items():
-        with seeded(seed):
+        with seeded(seed), quiet_rliable():
             p, i = library.get_interval_estimates({"pair": [x, y]}, probability_of_improvement, reps=reps)
         points[pair], intervals[pair] = float(p["pair"]), np.asarray(i["pair"]).ravel()
     return points, intervals
