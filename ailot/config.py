@@ -223,7 +223,8 @@ def _dataclass_from(cls, section: str, raw: dict | None):
             continue
         kind = float if isinstance(default, float) else int
         values[key] = _positive(f"{section}.{key}", value, kind, allow_zero=key in ("relabel_actors",
-                                "max_concurrent_trials", "max_failures", "gpus_per_trial", "relabel_gpus"))
+                                "max_concurrent_trials", "max_failures", "gpus_per_trial", "relabel_gpus",
+                                "cpus_per_encoder"))
     return cls(**values)
 
 

@@ -653,6 +653,7 @@ def _drop_completed(cfg: SweepConfig, param_trials: list[dict], agents: dict,
         if got and not quiet:
             log.info("  %d trials complete in %s with the same config, data and rewards (reuse_from): they are not "
                      "rerun", len(got), source)
+        if got:
             borrowed.append(other[other["trial_id"].isin(list(got))])
             done |= got
     todo = [p for p in param_trials if pipeline.trial_id(p["trial"]) not in done]

@@ -183,6 +183,8 @@ def test_a_sweep_takes_the_trials_another_sweep_finished_the_same_way_and_runs_o
     assert rc == 0, err[-2000:]
     assert "reuse_from: " in caplog.text and "nowhere.parquet does not exist" in caplog.text
     assert "2 trials complete in" in caplog.text
+    # and seed 0's rewards are not made again for trials it takes (a settled setting counts the donor's trials)
+    assert "rewards skipped: every trial on them is already complete" in caplog.text
     # only seed 1's two trials trained here: 3 chunks each (300 steps, chunk 100)
     assert len(audit_lines(taker_cfg.run_dir)) == 2 * 3
     final = results.load(taker_cfg.parquet_path).sort_values(results.KEY).reset_index(drop=True)
