@@ -163,6 +163,7 @@ def export_dataset(
     out_dir: str | os.PathLike,
     *,
     labeller_settings: dict[str, Any],
+    reward_setting: dict[str, Any] | None = None,
     dataset_fingerprint: str | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     overwrite: bool = False,
@@ -172,6 +173,8 @@ def export_dataset(
 ) -> Path:
     """Write `data` (Episodes, or a Minari id / D4RL path to load) with `rewards` [M] to Parquet under out_dir.
 
+    `labeller_settings` and `reward_setting` (the part of the settings that determines the rewards,
+    `ailot.labellers.reward_setting`; the callers that know the labeller pass it) are provenance, written as given.
     `dataset_fingerprint`, when given, must equal the dataset's own (`Episodes.fingerprint()`): rewards are
     only meaningful for the exact data they were computed on. The directory appears whole or not at all
     (written under a temporary name beside it, then renamed); `overwrite=True` replaces an existing one.
@@ -195,16 +198,13 @@ def export_dataset(
             "export the rewards with the exact dataset they were computed on")
     rewards = _check_rewards(rewards, episodes)
 
-    from ailot.labellers import reward_setting
     from ailot.provenance import git_commit, versions
-
-    reward_setting(labeller_settings)  # an unknown labeller stops here, named
 
     lengths = episodes.lengths
     ranges = file_ranges(lengths, int(rows_per_file))
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "labeller_settings": labeller_settings, "reward_setting": reward_setting(labeller_settings),
+        "labeller_settings": labeller_settings, "reward_setting": reward_setting,
         "dataset_fingerprint": fingerprint, "dataset_id": episodes.dataset_id,
         "obs_keys": list(episodes.obs_keys) if episodes.obs_keys is not None else None,
         "env_spec": episodes.env_spec, "ref_min_score": episodes.ref_min_score,

@@ -120,6 +120,7 @@ def export_from_config(
 
     from ailot import storage as storage_paths
     from ailot.config import SweepConfig, load_sweep_config
+    from ailot.labellers import reward_setting
 
     cfg = config if isinstance(config, SweepConfig) else load_sweep_config(config)
     if storage is not None:
@@ -132,7 +133,7 @@ def export_from_config(
     _check_out_dir(Path(out_dir), overwrite)  # before any relabelling
     agent, rewards, provenance = rewards_for_config(cfg, setting, dataset=dataset, seed=seed, pool=pool,
                                                     progress=progress)
-    return export_dataset(agent, rewards, out_dir, labeller_settings=setting,
+    return export_dataset(agent, rewards, out_dir, labeller_settings=setting, reward_setting=reward_setting(setting),
                           dataset_fingerprint=agent.fingerprint(), rows_per_file=rows_per_file,
                           overwrite=overwrite, extra_metadata=provenance)
 

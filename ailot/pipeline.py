@@ -299,11 +299,13 @@ def run_trial(
     learner_cfg = learner_config(trial, cfg)
     prep = prepare_trial(trial, cfg, agent, rewards, learner_cfg, rewards_key=rewards_key, rewards_info=rewards_info,
                          expert=expert)
+    setting = trial["labeller"]
     built = trial_learners.build(name, learner_cfg, trial_learners.TrialInputs(
         seed=trial["seed"], data=prep["data"], action_low=prep["action_low"], action_high=prep["action_high"],
         batch_size=cfg.train.batch_size, chunk=cfg.train.chunk, cpus=cfg.resources.cpus_per_trial,
         task_family=cfg.dataset(trial["dataset"]).task_family, trial_id=trial_id(trial), agent=agent,
-        labeller_setting=trial["labeller"]))
+        labeller_setting=setting,
+        reward_setting=labellers.reward_setting(setting) if setting["labeller"] != "none" else None))
     learner, train, policy = built.learner, built.train, built.policy
     restored = restore(learner) if restore else None
     if restored is not None:

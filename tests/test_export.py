@@ -10,6 +10,7 @@ from conftest import local_ray
 from ailot.config import sweep_config_from_dict
 from ailot.data.loading import load_minari
 from ailot.errors import AilotInputError
+from ailot import labellers
 from ailot.export import COLUMNS, export_dataset, file_ranges, read_arrays, read_metadata
 from ailot.export_cli import export_from_config
 from ailot.labellers import label
@@ -66,8 +67,8 @@ def test_bad_inputs_raise_input_errors(agent, exported, tmp_path):
         export_dataset(agent, rewards, out, labeller_settings=SETTING)
     with pytest.raises(AilotInputError, match="does not match"):
         export_dataset(agent, rewards[:-1], tmp_path / "a", labeller_settings=SETTING)
-    with pytest.raises(AilotInputError, match="unknown"):
-        export_dataset(agent, rewards, tmp_path / "b", labeller_settings={"labeller": "gail"})
+    with pytest.raises(AilotInputError, match="labeller_settings"):
+        export_dataset(agent, rewards, tmp_path / "b", labeller_settings={"k": 1})
     with pytest.raises(AilotInputError, match="fingerprint"):
         export_dataset(agent, rewards, tmp_path / "c", labeller_settings=SETTING, dataset_fingerprint="0" * 64)
     assert not list(tmp_path.iterdir())  # nothing written by a refused export
@@ -94,6 +95,8 @@ def test_export_from_config_uses_the_pipeline_and_its_cache(pointmaze_umaze, age
     out = export_from_config(cfg, "otr", tmp_path / "o", overrides={"epsilon": 0.1})
     meta = read_metadata(out)
     assert meta["labeller_settings"]["epsilon"] == 0.1 and not meta["extra"]["from_cache"]
+    assert meta["reward_setting"] == labellers.reward_setting(meta["labeller_settings"])
+    assert meta["reward_setting"]["epsilon"] == 0.1 and "labeller" in meta["reward_setting"]
     expert = load_minari(pointmaze_umaze[1])
     want = label(meta["labeller_settings"], agent, expert)
     np.testing.assert_allclose(read_arrays(out)["rewards"], want, rtol=1e-5, atol=1e-6)

@@ -78,6 +78,7 @@ def test_tiny_sweep_with_an_rllib_trial_writes_one_row_per_evaluation(ray_local,
     assert [(a["from"], a["to"]) for a in audit] == [(0, 100), (100, 200)]
     exports = list((cfg.run_dir / "tune").rglob("rllib-export"))  # in the trial's directory
     assert len(exports) == 1 and read_metadata(exports[0])["labeller_settings"] == {"labeller": "true"}
+    assert read_metadata(exports[0])["reward_setting"] == {"labeller": "true"}
     assert len(read_arrays(exports[0])["rewards"]) == read_metadata(exports[0])["num_transitions"]
 
 

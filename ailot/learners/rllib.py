@@ -478,6 +478,7 @@ def trial_learner(name: str, settings, inputs):
     out = export_dataset(
         agent, inputs.data["rewards"], _trial_dir() / EXPORT_DIR, overwrite=True,
         labeller_settings=setting if setting["labeller"] != "none" else {"labeller": "zero"},
+        reward_setting=inputs.reward_setting if setting["labeller"] != "none" else {"labeller": "zero"},
         dataset_fingerprint=agent.fingerprint(),
         extra_metadata={"trial_id": inputs.trial_id, "learner": name, "labeller": setting,
                         "rewards": f"scaled for the learner ({learners.reward_scaling(name, inputs.task_family)})"},

@@ -30,6 +30,7 @@ class TrialInputs:
     trial_id: str
     agent: Any = None  # the agent Episodes (RLlib trains on them exported to Parquet)
     labeller_setting: dict | None = None  # provenance in an RLlib export
+    reward_setting: dict | None = None  # its part that determines the rewards (ailot.labellers.reward_setting)
 
 
 @dataclass
