@@ -462,7 +462,7 @@ def _run_sweep(cfg: SweepConfig, *, resume: bool, progress: bool, plots: bool, p
 
     # a restored Tune experiment may hold a trial that reads its rewards again: then every setting is made
     restoring = resume and tune.Tuner.can_restore(str(storage.join(run_dir, "tune", "trials")))
-    keys: dict[tuple, str] = {} if restoring else _settled_settings(cfg, pairs)
+    keys: dict[tuple, str] = {} if restoring else _settled_settings(cfg, pairs, encoders)
     if keys:
         log.info("  %d (dataset, seed, setting) rewards skipped: every trial on them is already complete", len(keys))
     pool = _LazyPool(lambda: _relabel_pool(cfg))  # started only if some labeller on the pool has work
@@ -606,13 +606,23 @@ def _error_line(error: BaseException) -> str:
     return (type(error).__name__ + (f": {lines[-1]}" if lines else ""))[:300]
 
 
-def _settled_settings(cfg: SweepConfig, pairs: dict) -> dict[tuple, str]:
+def _settled_settings(cfg: SweepConfig, pairs: dict, encoders: dict | None = None) -> dict[tuple, str]:
     """{(dataset, seed, setting id): rewards key} of the settings whose every trial is already complete (in the
-    results file or a `reuse_from` file) and whose key needs no encoder: their rewards are not made again, as on a
-    fresh machine resuming a sweep whose reward cache stayed behind."""
-    used = [s for s in cfg.used_labeller_settings() if not labellers.get(s["labeller"]).uses_encoder]
-    keys = {(label, seed, pipeline.setting_id(s)): pipeline.rewards_key(agent, expert, s, None, seed)
-            for label, (agent, expert) in pairs.items() for seed in cfg.seeds for s in used}
+    results file or a `reuse_from` file): their rewards are not made again, as on a fresh machine resuming a sweep
+    whose reward cache stayed behind. A setting in intent space counts only where `encoders` ({(dataset, seed):
+    encoder}) holds its encoder, since its key names the encoder's weights: on a fresh machine the encoder is
+    pretrained again (minutes), the relabelling (OT over every transition) is not."""
+    used = cfg.used_labeller_settings()
+    keys = {}
+    for label, (agent, expert) in pairs.items():
+        for seed in cfg.seeds:
+            encoder = (encoders or {}).get((label, seed))
+            for s in used:
+                if not labellers.get(s["labeller"]).uses_encoder:
+                    keys[label, seed, pipeline.setting_id(s)] = pipeline.rewards_key(agent, expert, s, None, seed)
+                elif encoder is not None:
+                    keys[label, seed, pipeline.setting_id(s)] = pipeline.rewards_key(
+                        agent, expert, s, encoder.content_hash(), seed)
     param_trials = []
     for t in cfg.trials():
         key = (t["dataset"], t["seed"], pipeline.setting_id(t["labeller"]))
@@ -691,6 +701,7 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
     encoders = {"needed": 0, "cached": 0}
     rewards = {"needed": 0, "cached": 0}
     keys: dict[tuple, str | None] = {}
+    cached_encoders: dict[tuple[str, int], Any] = {}
     for label, (agent, expert) in pairs.items():
         for seed in cfg.seeds:
             encoder = None
@@ -698,6 +709,8 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                 encoders["needed"] += 1
                 encoder = pipeline.cached_encoder(agent, cfg.intents, seed, cfg.cache_dir) if agent else None
                 encoders["cached"] += encoder is not None
+                if encoder is not None:
+                    cached_encoders[label, seed] = encoder
             for s in used:
                 rewards["needed"] += 1
                 known = agent is not None and (encoder is not None or not labellers.get(s["labeller"]).uses_encoder)
@@ -705,7 +718,8 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                                            seed) if known else None
                 keys[label, seed, pipeline.setting_id(s)] = key
                 rewards["cached"] += key is not None and cache.contains(key)
-    settled = _settled_settings(cfg, {label: pair for label, pair in pairs.items() if pair[0] is not None})
+    settled = _settled_settings(cfg, {label: pair for label, pair in pairs.items() if pair[0] is not None},
+                                cached_encoders)
     rewards["needed"] -= len(settled)
     rewards["cached"] -= sum(cache.contains(key) for key in settled.values())
     rewards["settled"] = len(settled)

@@ -90,6 +90,19 @@ def test_sweep_retries_from_checkpoint_and_resume_repeats_nothing(ray_local, poi
     pd.testing.assert_frame_equal(df.sort_values(["trial_id", "step"]).reset_index(drop=True),
                                   df2.sort_values(["trial_id", "step"]).reset_index(drop=True))
 
+    # on a fresh machine (the reward cache gone, the encoders there or pretrained again) a rerun relabels nothing,
+    # AILOT's settings included: every trial on them is complete, and its encoder names their rewards key
+    rewards_dir = cfg.run_dir / "cache" / "rewards"
+    rewards_dir.rename(tmp_path / "rewards-elsewhere")
+    pairs = {ds.label: pipeline.load_pair(ds, progress=False) for ds in cfg.datasets}
+    assert sweep.plan(cfg, pairs)["rewards"] == {"needed": 0, "cached": 0, "settled": 4}  # --dry-run's counts
+    sweep.run_sweep(cfg, progress=False, plots=False)
+    assert not rewards_dir.exists() or not any(rewards_dir.iterdir())
+    assert len(read_audit(cfg.run_dir / "updates.jsonl")) == 8
+    if rewards_dir.exists():
+        rewards_dir.rmdir()
+    (tmp_path / "rewards-elsewhere").rename(rewards_dir)
+
     # a grown config (BC added) rerun without --resume trains only the new trials and keeps the old rows
     grown = tiny_config(tmp_path / "results", agent_id, expert_id, learners={"iql": {"hidden_dims": [32, 32]},
                                                                               "bc": {"hidden_dims": [32, 32]}})
