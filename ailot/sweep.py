@@ -617,12 +617,12 @@ def _settled_settings(cfg: SweepConfig, pairs: dict, encoders: dict | None = Non
     for label, (agent, expert) in pairs.items():
         for seed in cfg.seeds:
             encoder = (encoders or {}).get((label, seed))
+            enc_hash = encoder.content_hash() if encoder is not None else None  # hashes the weights: once
             for s in used:
-                if not labellers.get(s["labeller"]).uses_encoder:
-                    keys[label, seed, pipeline.setting_id(s)] = pipeline.rewards_key(agent, expert, s, None, seed)
-                elif encoder is not None:
+                in_intent_space = labellers.get(s["labeller"]).uses_encoder
+                if not in_intent_space or enc_hash is not None:
                     keys[label, seed, pipeline.setting_id(s)] = pipeline.rewards_key(
-                        agent, expert, s, encoder.content_hash(), seed)
+                        agent, expert, s, enc_hash if in_intent_space else None, seed)
     param_trials = []
     for t in cfg.trials():
         key = (t["dataset"], t["seed"], pipeline.setting_id(t["labeller"]))
