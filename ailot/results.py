@@ -124,16 +124,17 @@ def train_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(parsed, index=df.index).astype(float)
 
 
-def completed_trials(df: pd.DataFrame, expected: dict[str, dict]) -> set[str]:
+def completed_trials(df: pd.DataFrame, expected: dict[str, dict],
+                     compare: tuple[str, ...] = ("config", "dataset_fingerprint", "rewards_key")) -> set[str]:
     """Trial ids whose rows in `df` already hold every evaluation step and were made from the same config,
-    data and rewards. `expected`: trial_id -> {"steps", "config", "dataset_fingerprint", "rewards_key"}."""
+    data and rewards. `expected`: trial_id -> {"steps", *compare}; `compare` (config alone) also serves trials
+    whose data is not there yet to fingerprint."""
     if df.empty or "rewards_key" not in df.columns:
         return set()
     done = set()
     for tid, rows in df[df["trial_id"].isin(list(expected))].groupby("trial_id"):
         want = expected[tid]
-        same = all(rows[c].nunique(dropna=False) == 1 and rows[c].iloc[0] == want[c]
-                   for c in ("config", "dataset_fingerprint", "rewards_key"))
+        same = all(rows[c].nunique(dropna=False) == 1 and rows[c].iloc[0] == want[c] for c in compare)
         if same and set(rows["step"].astype(int)) == set(want["steps"]):
             done.add(tid)
     return done

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import local_ray
 
+from ailot import labellers
 from ailot.config import sweep_config_from_dict
 from ailot.data.loading import load_minari
 from ailot.errors import AilotInputError
-from ailot import labellers
 from ailot.export import COLUMNS, export_dataset, file_ranges, read_arrays, read_metadata
 from ailot.export_cli import export_from_config
 from ailot.labellers import label

@@ -298,3 +298,28 @@ def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaz
     assert "8 trials (0 already complete" in out and "datasets not made yet: hopper-medium (" in out, out
     assert "hopper-medium: dataset 'ailot/hopper/medium-v0' is not here; make it with `ailot collect --env " \
            "Hopper-v5 --seed 0`" in out, out
+    assert "finished rows" not in out, out
+
+    # a fresh clone of finished results, before the data is made: the trials whose rows hold every evaluation with
+    # the same config are named as waiting for the data, not as work left
+    import pandas as pd
+
+    from ailot import pipeline
+    from ailot.config import load_sweep_config
+
+    cfg = load_sweep_config(tmp_path / "c.yaml")
+    hopper = [t for t in cfg.trials() if t["dataset"] == "hopper-medium"]
+    assert len(hopper) == 4
+    steps = pipeline.eval_steps(cfg.train)
+    rows = []
+    for i, t in enumerate(hopper[:3]):
+        config = pipeline.trial_config_json(t, cfg) if i < 2 else pipeline.trial_config_json(t, cfg) + " "
+        rows += [{"trial_id": pipeline.trial_id(t), "step": step, "config": config, "labeller": "true",
+                  "dataset_fingerprint": "made elsewhere", "rewards_key": "k"} for step in steps]
+    rows.append({**rows[0], "trial_id": pipeline.trial_id(hopper[3]), "config": pipeline.trial_config_json(
+        hopper[3], cfg)})  # its first evaluation only: unfinished
+    pd.DataFrame(rows).to_parquet(cfg.parquet_path)
+    assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "8 trials (0 already complete" in out, out
+    assert "2 of their 4 trials have finished rows with the same config" in out, out
