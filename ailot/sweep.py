@@ -740,17 +740,20 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
         counts[0] += 1
         counts[1] += pipeline.trial_id(t) in complete
     missing = [label for label, (agent, _) in pairs.items() if agent is None]
+    # their data or encoder is not here yet, so neither is the fingerprint or rewards key to match their rows by
+    ready_ids = {pipeline.trial_id(p["trial"]) for p in ready}
+    waiting = [t for t in trials if pipeline.trial_id(t) not in ready_ids]
     return {"trials": len(trials), "complete": len(complete), "reusable": len(taken), "encoders": encoders,
             "rewards": rewards, "methods": by_method, "missing_datasets": missing,
-            "finished_on_missing": len(_finished_on_missing_data(cfg, [t for t in trials if t["dataset"] in missing])),
-            "trials_on_missing": sum(t["dataset"] in missing for t in trials),
+            "finished_waiting": len(_finished_by_config(cfg, waiting)), "waiting": len(waiting),
             "parquet": str(cfg.parquet_path), "cpus_per_trial": cfg.resources.cpus_per_trial,
             "gpus_per_trial": cfg.resources.gpus_per_trial}
 
 
-def _finished_on_missing_data(cfg: SweepConfig, trials: list[dict]) -> set[str]:
-    """Trials on datasets not made yet whose finished rows (same trial config, every evaluation) are in the results
-    file or a `reuse_from` file: complete once the data is made and its fingerprint and rewards match the rows'."""
+def _finished_by_config(cfg: SweepConfig, trials: list[dict]) -> set[str]:
+    """Trials whose finished rows (same trial config, every evaluation) are in the results file or a `reuse_from`
+    file, whatever data and rewards made them: for trials whose data is not made or whose encoder is not pretrained
+    yet, complete once those are there and match the rows'."""
     steps = pipeline.eval_steps(cfg.train)
     expected = {pipeline.trial_id(t): {"steps": steps, "config": pipeline.trial_config_json(t, cfg)} for t in trials}
     found: set[str] = set()
@@ -773,10 +776,10 @@ def format_plan(cfg: SweepConfig, p: dict[str, Any]) -> str:
     if p["missing_datasets"]:
         lines.append(f"  datasets not made yet: {', '.join(p['missing_datasets'])} (their encoders and rewards "
                      "cannot be cached yet)")
-        if p["finished_on_missing"]:
-            lines.append(f"  {p['finished_on_missing']} of their {p['trials_on_missing']} trials have finished rows "
-                         "with the same config (here or in reuse_from): complete, and their rewards not made, once "
-                         "the data is made and matches the rows' fingerprint")
+    if p["finished_waiting"]:
+        lines.append(f"  {p['finished_waiting']} of the {p['waiting']} trials whose data or encoder is not here yet "
+                     "have finished rows with the same config (here or in reuse_from): complete, their rewards not "
+                     "made, once the data is made and the encoder pretrained again, if those match the rows'")
     lines.append("  trials per method (complete / all):")
     lines += [f"    {name:28s} {done:4d} / {n}" for name, (n, done) in p["methods"].items()]
     return "\n".join(lines)

@@ -290,18 +290,18 @@ def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaz
                          "task_family": "maze2d"},
                         {"name": "hopper-medium", "agent": "ailot/hopper/medium-v0", "expert": "same",
                          "env": "Hopper-v5", "task_family": "locomotion"}],
-           "labellers": {"true": {}}, "learners": {"iql": {}, "bc": {}}, "seeds": [0, 1]}
+           "labellers": {"true": {}, "ailot": {}}, "learners": {"iql": {}, "bc": {}}, "seeds": [0, 1]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     # (the module's Ray may be up from earlier tests: that the dry run starts none is test_expert_methods')
     assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "8 trials (0 already complete" in out and "datasets not made yet: hopper-medium (" in out, out
+    assert "12 trials (0 already complete" in out and "datasets not made yet: hopper-medium (" in out, out
     assert "hopper-medium: dataset 'ailot/hopper/medium-v0' is not here; make it with `ailot collect --env " \
            "Hopper-v5 --seed 0`" in out, out
     assert "finished rows" not in out, out
 
-    # a fresh clone of finished results, before the data is made: the trials whose rows hold every evaluation with
-    # the same config are named as waiting for the data, not as work left
+    # a fresh clone of finished results, before the data is made and the encoders pretrained: the trials whose rows
+    # hold every evaluation with the same config are named as waiting for those, not as work left
     import pandas as pd
 
     from ailot import pipeline
@@ -309,11 +309,13 @@ def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaz
 
     cfg = load_sweep_config(tmp_path / "c.yaml")
     hopper = [t for t in cfg.trials() if t["dataset"] == "hopper-medium"]
-    assert len(hopper) == 4
+    umaze_ailot = [t for t in cfg.trials() if t["dataset"] == "umaze" and t["labeller"]["labeller"] == "ailot"]
+    assert len(hopper) == 6 and len(umaze_ailot) == 2  # waiting: 8 (umaze's true and bc trials have their inputs)
     steps = pipeline.eval_steps(cfg.train)
+    assert len(steps) > 1
     rows = []
-    for i, t in enumerate(hopper[:3]):
-        config = pipeline.trial_config_json(t, cfg) if i < 2 else pipeline.trial_config_json(t, cfg) + " "
+    for i, t in enumerate([*hopper[:3], umaze_ailot[0]]):
+        config = pipeline.trial_config_json(t, cfg) + (" " if i == 2 else "")  # the third: another config
         rows += [{"trial_id": pipeline.trial_id(t), "step": step, "config": config, "labeller": "true",
                   "dataset_fingerprint": "made elsewhere", "rewards_key": "k"} for step in steps]
     rows.append({**rows[0], "trial_id": pipeline.trial_id(hopper[3]), "config": pipeline.trial_config_json(
@@ -321,5 +323,5 @@ def test_dry_run_lists_a_dataset_not_made_yet_with_how_to_make_it(pointmaze_umaz
     pd.DataFrame(rows).to_parquet(cfg.parquet_path)
     assert sweep_main(["--config", str(tmp_path / "c.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "8 trials (0 already complete" in out, out
-    assert "2 of their 4 trials have finished rows with the same config" in out, out
+    assert "12 trials (0 already complete" in out, out
+    assert "3 of the 8 trials whose data or encoder is not here yet have finished rows with the same config" in out, out
