@@ -127,8 +127,8 @@ def train_metrics(df: pd.DataFrame) -> pd.DataFrame:
 def completed_trials(df: pd.DataFrame, expected: dict[str, dict],
                      compare: tuple[str, ...] = ("config", "dataset_fingerprint", "rewards_key")) -> set[str]:
     """Trial ids whose rows in `df` already hold every evaluation step and were made from the same config,
-    data and rewards. `expected`: trial_id -> {"steps", *compare}; `compare` (config alone) also serves trials
-    whose data is not there yet to fingerprint."""
+    data and rewards. `expected`: trial_id -> {"steps", *compare}; `compare` = ("config",) serves trials whose
+    data or encoder is not there yet (no fingerprint or rewards key to match)."""
     if df.empty or "rewards_key" not in df.columns:
         return set()
     done = set()
