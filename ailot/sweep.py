@@ -711,11 +711,11 @@ def plan(cfg: SweepConfig, pairs: dict) -> dict[str, Any]:
                 encoders["cached"] += encoder is not None
                 if encoder is not None:
                     cached_encoders[label, seed] = encoder
+            enc_hash = encoder.content_hash() if encoder is not None else None  # hashes the weights: once
             for s in used:
                 rewards["needed"] += 1
                 known = agent is not None and (encoder is not None or not labellers.get(s["labeller"]).uses_encoder)
-                key = pipeline.rewards_key(agent, expert, s, encoder.content_hash() if encoder else None,
-                                           seed) if known else None
+                key = pipeline.rewards_key(agent, expert, s, enc_hash, seed) if known else None
                 keys[label, seed, pipeline.setting_id(s)] = key
                 rewards["cached"] += key is not None and cache.contains(key)
     settled = _settled_settings(cfg, {label: pair for label, pair in pairs.items() if pair[0] is not None},
